@@ -1,0 +1,416 @@
+"""Synthetic CREMA-D twin: the release's layout and formats, with learnable emotion cues.
+
+Real CREMA-D cannot be downloaded everywhere fer-mm runs, so tests, the default run and the
+benchmarks use this stand-in. It is written exactly as the release is (``VideoFlash/*.flv``
+with flv1 video at 480x360/30 fps and an audio track, ``AudioWAV/*.wav`` at 16 kHz mono
+16-bit, ``VideoDemographics.csv``, the release's clip names), so real data takes the same
+code path.
+
+Content:
+- Video: a rendered frontal face per actor (shape, size, skin tone, position, background and
+  lighting vary by actor) whose expression is built from facial action units (AUs) scaled by
+  the level, with onset and apex over time, head motion, blinks and sensor noise; the mouth
+  opens with the speech envelope.
+- Audio: a glottal pulse train through three formant resonators, syllable rhythm per sentence,
+  with pitch level and range, tempo, loudness, spectral tilt and jitter set by emotion and
+  level, plus background noise.
+
+The two modalities confuse different emotions on purpose, as CREMA-D's human raters do:
+the face separates happy from anger and neutral from disgust, but anger/disgust and a weak
+sad/neutral look alike; the voice separates sad from neutral and anger from disgust, but
+happy/anger and fear/happy sound alike. So fusion should beat either modality alone.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+from fer_mm.data.crema_d import (
+    ACTORS,
+    AUDIO_DIR,
+    AUDIO_EXT,
+    DEMOGRAPHICS_FILE,
+    SENTENCES,
+    VIDEO_DIR,
+    VIDEO_EXT,
+    parse_name,
+    release_names,
+    write_demographics,
+)
+
+SAMPLE_RATE = 16_000
+FPS = 30
+FRAME_W, FRAME_H = 480, 360
+
+# Intensity of the expression / prosody change per level; XX (unspecified) sits near medium.
+LEVEL_SCALE = {"LO": 0.45, "MD": 0.7, "HI": 1.0, "XX": 0.75}
+
+# Facial action units per emotion (weights at full intensity).
+EMOTION_AUS = {
+    "ANG": {4: 1.0, 5: 0.6, 7: 0.8, 23: 0.8},
+    "DIS": {9: 1.0, 10: 0.9, 4: 0.3},
+    "FEA": {1: 1.0, 2: 0.9, 4: 0.5, 5: 1.0, 20: 0.9, 26: 0.7},
+    "HAP": {6: 0.9, 12: 1.0},
+    "NEU": {},
+    "SAD": {1: 0.8, 4: 0.6, 15: 0.9},
+}
+AU_IDS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 20, 23, 26)
+
+# Prosody per emotion: pitch offset and range (semitones), tempo factor, loudness (dB),
+# spectral tilt (+ brighter), jitter (relative per-period F0 perturbation).
+EMOTION_PROSODY = {
+    "ANG": dict(pitch=3.0, range=5.0, tempo=1.10, loud=7.0, tilt=0.9, jitter=0.012),
+    "DIS": dict(pitch=-1.5, range=3.0, tempo=0.85, loud=0.0, tilt=-0.2, jitter=0.010),
+    "FEA": dict(pitch=5.0, range=3.5, tempo=1.20, loud=3.0, tilt=0.4, jitter=0.030),
+    "HAP": dict(pitch=4.0, range=5.5, tempo=1.12, loud=5.0, tilt=0.7, jitter=0.010),
+    "NEU": dict(pitch=0.0, range=2.5, tempo=1.00, loud=0.0, tilt=0.0, jitter=0.005),
+    "SAD": dict(pitch=-2.0, range=1.2, tempo=0.78, loud=-5.0, tilt=-0.8, jitter=0.015),
+}
+SYLLABLES_PER_SENTENCE = {
+    "DFA": 5, "IEO": 5, "IOM": 8, "ITH": 9, "ITS": 6, "IWL": 8,
+    "IWW": 7, "MTI": 8, "TAI": 8, "TIE": 8, "TSI": 5, "WSI": 8,
+}
+VOWEL_FORMANTS = np.array(  # F1, F2, F3 (Hz) of an adult male voice
+    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]], dtype=float
+)
+RACES = ("Caucasian", "African American", "Asian", "Unknown")
+ETHNICITIES = ("Not Hispanic", "Hispanic")
+
+
+def _rng(*keys: object) -> np.random.Generator:
+    """A generator seeded by stable keys (crc32 of their text), independent of call order."""
+    return np.random.default_rng([zlib.crc32(str(k).encode()) for k in keys])
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Everything about one synthetic actor that stays the same across their clips."""
+
+    actor: int
+    sex: str
+    age: int
+    race: str
+    ethnicity: str
+    # face
+    center: tuple[float, float]
+    half_width: float
+    aspect: float
+    skin: tuple[int, int, int]
+    background: tuple[int, int, int]
+    light: tuple[float, float]  # gradient direction (x, y) * strength
+    hair: tuple[int, int, int]
+    eye_spacing: float
+    mouth_width: float
+    au_gain: dict
+    # voice
+    f0: float
+    formant_scale: float
+    tempo: float
+    expressiveness: float
+    noise_db: float
+
+    @classmethod
+    def make(cls, actor: int, seed: int) -> "Actor":
+        r = _rng("actor", seed, actor)
+        sex = "Female" if r.random() < 0.48 else "Male"
+        skin_v = r.uniform(90, 225)
+        tint = r.uniform(0.75, 0.95)
+        return cls(
+            actor=actor,
+            sex=sex,
+            age=int(r.integers(20, 75)),
+            race=str(r.choice(RACES, p=[0.6, 0.25, 0.1, 0.05])),
+            ethnicity=str(r.choice(ETHNICITIES, p=[0.87, 0.13])),
+            center=(r.uniform(200, 280), r.uniform(160, 195)),
+            half_width=r.uniform(52, 70),
+            aspect=r.uniform(1.25, 1.42),
+            skin=(int(skin_v * tint * 0.9), int(skin_v * tint), int(skin_v)),  # BGR
+            background=tuple(int(v) for v in r.uniform(30, 200, 3)),
+            light=tuple(r.uniform(-0.25, 0.25, 2)),
+            hair=tuple(int(v) for v in r.uniform(10, 70, 3)),
+            eye_spacing=r.uniform(0.36, 0.44),
+            mouth_width=r.uniform(0.34, 0.44),
+            au_gain={au: float(r.uniform(0.55, 1.3)) for au in AU_IDS},
+            f0=float(r.uniform(185, 235) if sex == "Female" else r.uniform(95, 140)),
+            formant_scale=float(r.uniform(1.1, 1.2) if sex == "Female" else r.uniform(0.95, 1.05)),
+            tempo=float(r.uniform(3.6, 4.8)),
+            expressiveness=float(r.uniform(0.6, 1.3)),
+            noise_db=float(r.uniform(-42, -30)),
+        )
+
+
+# ---------------------------------------------------------------------------------- audio
+
+
+def _resonator(freq: float, bandwidth: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    r = np.exp(-np.pi * bandwidth / sr)
+    theta = 2 * np.pi * freq / sr
+    a = np.array([1.0, -2 * r * np.cos(theta), r * r])
+    return np.array([a.sum()]), a  # unit gain at DC
+
+
+def synth_audio(actor: Actor, sentence: str, emotion: str, level: str, rng: np.random.Generator):
+    """A speech-like utterance; returns (float waveform in [-1, 1], envelope per video frame)."""
+    p = EMOTION_PROSODY[emotion]
+    k = LEVEL_SCALE[level] * actor.expressiveness * rng.uniform(0.85, 1.15)
+    neutral = EMOTION_PROSODY["NEU"]
+
+    def mix(key: str) -> float:  # neutral voice moved toward the emotion by the level
+        return neutral[key] + k * (p[key] - neutral[key])
+
+    sent_rng = _rng("sentence", sentence)  # same rhythm and vowels for every actor
+    n_syl = SYLLABLES_PER_SENTENCE[sentence]
+    rel_durations = sent_rng.uniform(0.6, 1.4, n_syl)
+    vowels = sent_rng.integers(0, len(VOWEL_FORMANTS), n_syl)
+    stress = sent_rng.random(n_syl) < 0.35
+    rate = actor.tempo * mix("tempo") * rng.uniform(0.93, 1.07)
+    durations = rel_durations / rel_durations.mean() / rate
+    lead, tail = rng.uniform(0.2, 0.4), rng.uniform(0.25, 0.45)
+    total = lead + durations.sum() + tail
+    n = int(round(total * SAMPLE_RATE))
+    voiced = np.zeros(n)
+    frication = np.zeros(n)
+
+    f0_base = actor.f0 * 2 ** (mix("pitch") / 12)
+    pitch_range = mix("range")
+    t0 = lead
+    for i in range(n_syl):
+        seg_n = int(durations[i] * SAMPLE_RATE)
+        start = int(t0 * SAMPLE_RATE)
+        # consonant onset: a short band-limited noise burst
+        c_n = int(min(0.06, 0.3 * durations[i]) * SAMPLE_RATE)
+        burst = rng.standard_normal(c_n) * np.hanning(c_n) * 0.15
+        frication[start : start + c_n] += signal.lfilter([1, -0.95], [1], burst)
+        # vowel: F0 contour (declination + accent + jitter) driving a glottal pulse train
+        v_n = seg_n - c_n
+        tt = np.linspace(0, 1, v_n)
+        declination = -0.25 * pitch_range * (t0 - lead) / max(durations.sum(), 1e-3)
+        accent = (pitch_range if stress[i] else 0.3 * pitch_range) * np.sin(np.pi * tt)
+        jitter = np.repeat(rng.standard_normal(v_n // 80 + 1), 80)[:v_n] * mix("jitter")
+        f0 = f0_base * 2 ** ((declination + accent) / 12) * (1 + jitter)
+        phase = np.cumsum(f0 / SAMPLE_RATE) % 1.0
+        source = np.where(phase < 0.6, np.sin(np.pi * phase / 0.6) ** 2, 0.0)  # Rosenberg-like pulse
+        source = np.diff(source, prepend=source[:1])
+        tilt = np.clip(0.5 - 0.35 * mix("tilt"), 0.05, 0.95)  # one-pole low-pass: less = brighter
+        source = signal.lfilter([1 - tilt], [1, -tilt], source)
+        vowel = source
+        for formant, bw in zip(VOWEL_FORMANTS[vowels[i]] * actor.formant_scale, (80, 110, 160)):
+            b, a = _resonator(formant, bw, SAMPLE_RATE)
+            vowel = signal.lfilter(b, a, vowel)
+        env = np.minimum(1.0, np.minimum(tt / 0.15, (1 - tt) / 0.25).clip(0)) ** 0.7
+        voiced[start + c_n : start + seg_n] += vowel / (np.abs(vowel).max() + 1e-9) * env * (1.3 if stress[i] else 1)
+        t0 += durations[i]
+
+    speech = voiced + frication
+    speech *= 10 ** ((mix("loud") - 12 + rng.uniform(-1.5, 1.5)) / 20) / (np.abs(speech).max() + 1e-9)
+    noise = rng.standard_normal(n) * 10 ** (actor.noise_db / 20)
+    wave = np.clip(speech + signal.lfilter([1], [1, -0.7], noise) * 0.3, -1, 1)
+
+    n_frames = int(round(total * FPS))
+    hop = SAMPLE_RATE / FPS
+    env = np.array([np.sqrt(np.mean(voiced[int(i * hop) : int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n_frames)])
+    env = np.clip(env / (env.max() + 1e-9), 0, 1)
+    return wave.astype(np.float32), env
+
+
+# ---------------------------------------------------------------------------------- video
+
+
+def _curve(p0, p1, p2, n=12) -> np.ndarray:
+    """Quadratic Bezier from p0 to p2 with control p1, as int points."""
+    t = np.linspace(0, 1, n)[:, None]
+    pts = (1 - t) ** 2 * np.asarray(p0) + 2 * (1 - t) * t * np.asarray(p1) + t**2 * np.asarray(p2)
+    return pts.round().astype(np.int32)
+
+
+def _background(actor: Actor) -> np.ndarray:
+    yy, xx = np.mgrid[0:FRAME_H, 0:FRAME_W].astype(np.float32)
+    grad = 1 + actor.light[0] * (xx / FRAME_W - 0.5) * 2 + actor.light[1] * (yy / FRAME_H - 0.5) * 2
+    img = np.asarray(actor.background, np.float32)[None, None, :] * grad[..., None]
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, motion: tuple, blink: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """One BGR frame: the actor's face with action unit intensities ``aus`` (0..1)."""
+    img = bg.copy()
+    dx, dy, scale = motion
+    a = actor.half_width * scale
+    b = a * actor.aspect
+    cx, cy = actor.center[0] + dx, actor.center[1] + dy
+    au = lambda k: float(aus.get(k, 0.0))  # noqa: E731
+    dark = tuple(int(c * 0.35) for c in actor.skin)
+    shade = tuple(int(c * 0.75) for c in actor.skin)
+
+    cv2.ellipse(img, (int(cx), int(cy - 0.35 * b)), (int(a * 1.08), int(b * 0.8)), 0, 180, 360, actor.hair, -1)
+    cv2.rectangle(img, (int(cx - 0.45 * a), int(cy + 0.8 * b)), (int(cx + 0.45 * a), FRAME_H), shade, -1)  # neck
+    cv2.ellipse(img, (int(cx), int(cy)), (int(a), int(b)), 0, 0, 360, actor.skin, -1, cv2.LINE_AA)
+
+    eye_y = cy - 0.18 * b
+    ex = actor.eye_spacing * a
+    # eyes: AU5 raises the upper lid, AU7 tightens, AU6 pushes the cheeks up; blinks close them
+    eye_h = 0.11 * a * (1 + 0.9 * au(5) - 0.5 * au(7) - 0.35 * au(6)) * (1 - blink)
+    for side in (-1, 1):
+        c = (int(cx + side * ex), int(eye_y))
+        cv2.ellipse(img, c, (int(0.26 * a), int(0.17 * a)), 0, 0, 360, shade, -1, cv2.LINE_AA)  # socket
+        cv2.ellipse(img, c, (int(0.17 * a), max(1, int(eye_h))), 0, 0, 360, (235, 235, 235), -1, cv2.LINE_AA)
+        if eye_h > 1.5:
+            cv2.circle(img, c, max(1, int(min(0.075 * a, eye_h))), (30, 25, 20), -1, cv2.LINE_AA)
+        if au(6) > 0.05:  # raised cheeks
+            cv2.ellipse(img, (c[0], int(eye_y + 0.3 * a - 0.1 * a * au(6))), (int(0.22 * a), int(0.08 * a)),
+                        0, 180, 360, shade, max(1, int(2 * au(6))), cv2.LINE_AA)
+        # brows: AU1 lifts the inner end, AU2 the outer end, AU4 lowers and draws them together
+        inner_x = cx + side * (0.18 - 0.08 * au(4)) * a
+        outer_x = cx + side * (ex + 0.25 * a)
+        base = eye_y - 0.32 * a
+        inner_y = base - 0.2 * a * au(1) + 0.16 * a * au(4)
+        outer_y = base - 0.2 * a * au(2) + 0.06 * a * au(4)
+        mid = ((inner_x + outer_x) / 2, min(inner_y, outer_y) - 0.06 * a)
+        cv2.polylines(img, [_curve((inner_x, inner_y), mid, (outer_x, outer_y))], False, dark,
+                      max(2, int(0.08 * a)), cv2.LINE_AA)
+        if au(4) > 0.2:  # furrow between the brows
+            cv2.line(img, (int(cx + side * 0.05 * a), int(base)), (int(cx + side * 0.07 * a), int(base + 0.15 * a)),
+                     shade, max(1, int(2 * au(4))), cv2.LINE_AA)
+
+    # nose: AU9 wrinkles the bridge and lifts the nostrils
+    nose_y = cy + 0.22 * b - 0.05 * a * au(9)
+    cv2.line(img, (int(cx), int(eye_y)), (int(cx + 0.04 * a), int(nose_y)), shade, 2, cv2.LINE_AA)
+    for side in (-1, 1):
+        cv2.ellipse(img, (int(cx + side * 0.11 * a), int(nose_y)), (int(0.06 * a * (1 + 0.5 * au(9))), int(0.035 * a)),
+                    0, 0, 360, dark, -1, cv2.LINE_AA)
+    for k in range(int(round(3 * au(9)))):
+        y = int(eye_y + (0.12 + 0.07 * k) * a)
+        cv2.line(img, (int(cx - 0.1 * a), y), (int(cx + 0.1 * a), y), shade, 2, cv2.LINE_AA)
+
+    # mouth: corners move with AU12 (up/out), AU15 (down), AU20 (stretch), AU23 (tighten);
+    # AU10 lifts the upper lip, AU26 and speech open the jaw
+    mouth_y = cy + 0.52 * b
+    half = actor.mouth_width * a * (1 + 0.25 * au(12) + 0.35 * au(20) - 0.25 * au(23))
+    corner_y = mouth_y - 0.18 * a * au(12) + 0.2 * a * au(15)
+    opening = 0.03 * a + 0.22 * a * mouth_open * (1 - 0.5 * au(23)) + 0.2 * a * au(26)
+    upper = mouth_y - 0.1 * a * au(10) - 0.3 * opening
+    lower = mouth_y + 0.7 * opening + 0.08 * a * au(12)
+    left, right = (cx - half, corner_y), (cx + half, corner_y)
+    top = _curve(left, (cx, upper - 0.05 * a), right)
+    bottom = _curve(right, (cx, lower + 0.05 * a), left)
+    lips = (int(actor.skin[0] * 0.55), int(actor.skin[1] * 0.5), int(actor.skin[2] * 0.8))
+    cv2.fillPoly(img, [np.concatenate([top, bottom])], (25, 20, 35), cv2.LINE_AA)
+    thickness = max(1, int(0.06 * a * (1 - 0.6 * au(23))))
+    cv2.polylines(img, [top, bottom], False, lips, thickness, cv2.LINE_AA)
+    if au(10) > 0.3:  # visible upper teeth
+        cv2.polylines(img, [_curve((cx - 0.6 * half, upper + 0.04 * a), (cx, upper + 0.06 * a),
+                                   (cx + 0.6 * half, upper + 0.04 * a))], False, (220, 220, 220), 2, cv2.LINE_AA)
+
+    img = cv2.GaussianBlur(img, (3, 3), 0)
+    noise = rng.normal(0, 4.0, img.shape[:2])[..., None]
+    return (img + noise).clip(0, 255).astype(np.uint8)
+
+
+def synth_clip(name: str, actor: Actor, bg: np.ndarray, seed: int):
+    """Frames (list of BGR images) and the waveform of one clip."""
+    clip = parse_name(name)
+    rng = _rng("clip", seed, name)
+    wave, envelope = synth_audio(actor, clip.sentence, clip.emotion, clip.level, rng)
+    n_frames = len(envelope)
+    k = LEVEL_SCALE[clip.level] * rng.uniform(0.8, 1.1)
+    target = {au: w * k * actor.au_gain[au] for au, w in EMOTION_AUS[clip.emotion].items()}
+    onset = rng.uniform(0.15, 0.6) * FPS
+    rise = rng.uniform(0.2, 0.5) * FPS
+    t = np.arange(n_frames)
+    temporal = np.clip((t - onset) / rise, 0, 1) * (1 - 0.15 * np.clip((t - onset - rise) / max(n_frames, 1), 0, 1))
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    freq = rng.uniform(0.2, 0.6, 3)
+    blinks = set(rng.choice(n_frames, size=max(1, n_frames // 70), replace=False).tolist())
+    frames = []
+    for i in range(n_frames):
+        s = i / FPS
+        motion = (6 * np.sin(2 * np.pi * freq[0] * s + phase[0]), 4 * np.sin(2 * np.pi * freq[1] * s + phase[1]),
+                  1 + 0.03 * np.sin(2 * np.pi * freq[2] * s + phase[2]))
+        aus = {au: v * temporal[i] for au, v in target.items()}
+        blink = 0.9 if (i in blinks or i - 1 in blinks) else 0.0
+        frames.append(render_face(actor, bg, aus, envelope[i], motion, blink, rng))
+    return frames, wave
+
+
+def write_flv(path: Path, frames: list[np.ndarray], wave: np.ndarray) -> None:
+    """FLV container, flv1 (Sorenson H.263) video at 30 fps with an AAC audio track."""
+    with av.open(str(path), mode="w", format="flv") as out:
+        vs = out.add_stream("flv", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = FRAME_W, FRAME_H, "yuv420p"
+        vs.bit_rate = 900_000
+        audio_rate = 22_050
+        aus = out.add_stream("aac", rate=audio_rate)
+        aus.layout = "mono"
+        for img in frames:
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        wave22 = signal.resample_poly(wave, audio_rate, SAMPLE_RATE).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(wave22[None, :], format="flt", layout="mono")
+        frame.sample_rate = audio_rate
+        frame.time_base = Fraction(1, audio_rate)
+        frame.pts = 0
+        for packet in aus.encode(frame):
+            out.mux(packet)
+        for packet in aus.encode():
+            out.mux(packet)
+
+
+def _write_one(args: tuple) -> str:
+    name, root, seed = args
+    clip = parse_name(name)
+    actor = Actor.make(clip.actor, seed)
+    frames, wave = synth_clip(name, actor, _background(actor), seed)
+    root = Path(root)
+    for folder, ext, write in (
+        (AUDIO_DIR, AUDIO_EXT, lambda p: sf.write(p, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")),
+        (VIDEO_DIR, VIDEO_EXT, lambda p: write_flv(p, frames, wave)),
+    ):
+        final = root / folder / f"{name}{ext}"
+        tmp = final.with_name(f".{final.name}.tmp")
+        write(tmp)
+        tmp.replace(final)  # atomic: an interrupted run never leaves a half-written clip
+    return name
+
+
+def twin_names(n_actors: int = len(ACTORS), n_sentences: int = len(SENTENCES)) -> list[str]:
+    """The clip names of a twin with the first ``n_actors`` actors and ``n_sentences`` sentences."""
+    if not 1 <= n_actors <= len(ACTORS):
+        raise ValueError(f"--actors must be in 1..{len(ACTORS)}, got {n_actors}")
+    if not 1 <= n_sentences <= len(SENTENCES):
+        raise ValueError(f"--sentences must be in 1..{len(SENTENCES)}, got {n_sentences}")
+    # IEO first: it is the sentence that carries the three intensity levels.
+    sentences = ("IEO",) + tuple(s for s in SENTENCES if s != "IEO")
+    return release_names(ACTORS[:n_actors], sentences[:n_sentences])
+
+
+def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int = 0, workers: int = 0,
+             progress: bool = True) -> Path:
+    """Write the twin under ``out_dir``; clips already there are kept, so a crashed run resumes."""
+    from fer_mm.data.parallel import imap_progress
+
+    out_dir = Path(out_dir)
+    (out_dir / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
+    (out_dir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
+    names = twin_names(n_actors, n_sentences)
+    actors = sorted({parse_name(n).actor for n in names})
+    write_demographics(out_dir / DEMOGRAPHICS_FILE, [vars(Actor.make(a, seed)) for a in actors])
+    todo = [n for n in names
+            if not ((out_dir / VIDEO_DIR / f"{n}{VIDEO_EXT}").exists() and (out_dir / AUDIO_DIR / f"{n}{AUDIO_EXT}").exists())]
+    for _ in imap_progress(_write_one, [(n, str(out_dir), seed) for n in todo], workers, "synthesising clips", progress):
+        pass
+    spec = dict(kind="fer-mm synthetic CREMA-D twin", actors=n_actors, sentences=n_sentences, seed=seed,
+                clips=len(names))
+    (out_dir / "SYNTHETIC.json").write_text(json.dumps(spec, indent=2) + "\n")
+    return out_dir

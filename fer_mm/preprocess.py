@@ -1,0 +1,27 @@
+"""``python -m fer_mm.preprocess data.root=DIR``: build (or resume) the preprocessing cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+log = logging.getLogger("fer_mm.preprocess")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
+def main(cfg: DictConfig) -> None:
+    datamodule = hydra.utils.instantiate(cfg.data)
+    cache = datamodule.prepare_data()
+    report = cache.report
+    print(f"cache: {cache.path}")
+    print(f"clips cached: {report['cached_clips']} from {report['actors']} actors, skipped: {report['skipped_count']}"
+          f", frames without a face: {report['frames_without_face']}")
+    print(f"per emotion: {json.dumps(report['clips_per_emotion'])}")
+    print(f"report: {cache.path / 'preprocess_report.json'}")
+
+
+if __name__ == "__main__":
+    main()
