@@ -74,10 +74,10 @@ class ScipySpectrogram:
         _, _, power = signal.spectrogram(x, fs=self.sample_rate, nperseg=self.nperseg, noverlap=self.noverlap)
         if self.log:
             power = np.log1p(power / (power.mean() + 1e-12))
-        image = np.flipud(power)
-        image = image / (image.max() + 1e-12)
-        image = cv2.resize(image.astype(np.float32), (self.n_time, self.n_freq), interpolation=cv2.INTER_AREA)
-        return image[None]
+        image = cv2.resize(np.flipud(power).astype(np.float32), (self.n_time, self.n_freq),
+                           interpolation=cv2.INTER_AREA)
+        # normalised after the resize, so that every image's maximum is exactly 1
+        return (image / (image.max() + 1e-12))[None]
 
 
 class LogMelSpectrogram(torch.nn.Module):
