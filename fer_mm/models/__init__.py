@@ -1,0 +1,10 @@
+"""Model zoo: plain ``nn.Module``s, usable without Lightning, built by name.
+
+>>> model = get_model("ar5_fusion", frames=20, num_classes=6)
+>>> logits = model(video=torch.randn(2, 20, 98, 80), audio=torch.randn(2, 1, 128, 128))
+"""
+
+from fer_mm.models.registry import get_model, list_models, register_model  # noqa: F401
+
+# importing the families registers their builders
+from fer_mm.models import ar_cnn, ar3d, fusion, inception, resnet  # noqa: E402,F401

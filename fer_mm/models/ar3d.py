@@ -1,0 +1,54 @@
+"""AR3: a 3-D CNN over the frame sequence, so kernels see both the face and its motion."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from fer_mm.models.base import EmotionModel, make_head
+from fer_mm.models.registry import register_model
+
+
+def conv3d_block(in_chans: int, out_chans: int, pool: tuple[int, int, int]) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(in_chans, out_chans, 3, padding=1, bias=False), nn.BatchNorm3d(out_chans),
+                         nn.ReLU(inplace=True), nn.MaxPool3d(pool, ceil_mode=True))
+
+
+class AR3(EmotionModel):
+    """Video [B, T, H, W] read as one-channel volumes [B, 1, T, H, W].
+
+    Three 3x3x3 conv blocks (16-32-64 channels); the first pools space only (1x2x2), so the
+    early layers keep the frame-to-frame relations; then an adaptive pool to (2, 3, 3), FC 256.
+
+    Args:
+        num_classes: classes; 0 for none.
+        channels: per conv block.
+        dropout: before the classifier and the FC layer.
+    """
+
+    modalities = ("video",)
+
+    def __init__(self, num_classes: int = 6, *, channels: tuple[int, ...] = (16, 32, 64), fc: int = 256,
+                 dropout: float = 0.3):
+        super().__init__()
+        pools = [(1, 2, 2)] + [(2, 2, 2)] * (len(channels) - 1)
+        blocks, prev = [], 1
+        for width, pool in zip(channels, pools):
+            blocks.append(conv3d_block(prev, width, pool))
+            prev = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool3d((2, 3, 3))
+        self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(prev * 18, fc), nn.ReLU(inplace=True))
+        self.num_features = fc
+        self.head = make_head(fc, num_classes, dropout)
+
+    def forward_features(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
+        x = self.pick_input(video, audio).unsqueeze(1)
+        return self.fc(self.pool(self.blocks(x)))
+
+
+@register_model
+def ar3(*, frames: int = 20, num_classes: int = 6, dropout: float = 0.3, modality: str = "video") -> AR3:
+    """AR3: 3-D CNN over [1, T, 98, 80] volumes (any T; ``frames`` is accepted for a uniform signature)."""
+    if modality != "video":
+        raise ValueError("ar3 is a video model (3-D convolutions over the frame sequence)")
+    return AR3(num_classes, dropout=dropout)

@@ -1,0 +1,56 @@
+"""The contract every model keeps, and the small helpers the families share."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class EmotionModel(nn.Module):
+    """Logits from video [B, T, H, W] and/or audio [B, 1, F, W]; inputs it does not use are ignored.
+
+    As in timm: ``forward_features`` gives the embedding (``num_features`` wide) and
+    ``forward_head(x, pre_logits=True)`` returns it before the classifier, so fusion can take
+    any branch's embedding. ``num_classes=0`` builds a model without a classifier.
+    """
+
+    modalities: tuple[str, ...] = ("video",)
+    num_features: int
+
+    def forward_features(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return x if pre_logits else self.head(x)
+
+    def forward(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
+        return self.forward_head(self.forward_features(video=video, audio=audio))
+
+    def pick_input(self, video: Tensor | None, audio: Tensor | None) -> Tensor:
+        x = video if self.modalities == ("video",) else audio
+        if x is None:
+            raise ValueError(f"{type(self).__name__} takes {self.modalities[0]}, which the batch does not hold")
+        return x
+
+
+def make_head(num_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    if num_classes == 0:
+        return nn.Identity()
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+
+
+def conv_block(in_chans: int, out_chans: int, kernel_size: int = 3, pool: bool = True, norm: bool = True,
+               act_layer: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """conv -> (batch norm) -> activation -> (2x2 max-pool): the unit of the AR CNNs."""
+    layers: list[nn.Module] = [nn.Conv2d(in_chans, out_chans, kernel_size, padding=kernel_size // 2, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(out_chans))
+    layers.append(act_layer(inplace=True))
+    if pool:
+        layers.append(nn.MaxPool2d(2, ceil_mode=True))
+    return nn.Sequential(*layers)
+
+
+def in_chans_for(modality: str, frames: int) -> int:
+    if modality not in ("video", "audio"):
+        raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
+    return frames if modality == "video" else 1

@@ -1,0 +1,94 @@
+"""AR5: the two-branch network fusing video and audio embeddings."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fer_mm.models.ar_cnn import ARCNN
+from fer_mm.models.base import EmotionModel, make_head
+from fer_mm.models.registry import get_model, register_model
+
+
+@register_model
+def ar5_video_branch(*, frames: int = 20, num_classes: int = 0, modality: str = "video", dropout: float = 0.3) -> ARCNN:
+    """AR5's dense video branch: four stages of two 3x3 conv-BN-ReLU (32-64-128-256), FC 512."""
+    return ARCNN(frames if modality == "video" else 1, num_classes, channels=(32, 64, 128, 256), convs_per_stage=2,
+                 fc=(512,), norm=True, dropout=dropout, modality=modality)
+
+
+@register_model
+def ar5_audio_branch(*, frames: int = 20, num_classes: int = 0, modality: str = "audio", dropout: float = 0.3) -> ARCNN:
+    """AR5's spectrogram branch: four conv-BN-ReLU-pool blocks (16-32-64-128), FC 256."""
+    return ARCNN(frames if modality == "video" else 1, num_classes, channels=(16, 32, 64, 128), fc=(256,), norm=True,
+                 dropout=dropout, modality=modality)
+
+
+class AR5(EmotionModel):
+    """Two branches, each ending in an embedding; concatenated, then fully connected layers.
+
+    Each branch is any registered backbone (its ``forward_features``), followed by a linear
+    projection to the branch's embedding length. The lengths are separate arguments, so one
+    modality can be given more weight in the fused vector. ``modalities`` selects video-only,
+    audio-only or fused without code changes: only the selected branches are built.
+
+    Args:
+        frames: T, the video branch's input channels.
+        num_classes: classes.
+        modalities: ``("video", "audio")``, ``("video",)`` or ``("audio",)``.
+        video_branch, audio_branch: registered model names for the branches.
+        video_embed, audio_embed: embedding length of each branch.
+        fc: hidden widths of the fusion layers after concatenation.
+        dropout: in the branches and the fusion layers.
+    """
+
+    def __init__(self, frames: int = 20, num_classes: int = 6, *, modalities: Sequence[str] = ("video", "audio"),
+                 video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
+                 audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3):
+        super().__init__()
+        modalities = tuple(modalities)
+        if not modalities or set(modalities) - {"video", "audio"} or len(set(modalities)) != len(modalities):
+            raise ValueError(f"model.modalities={list(modalities)}: use [video], [audio] or [video, audio]")
+        self.modalities = tuple(m for m in ("video", "audio") if m in modalities)
+        self.branches = nn.ModuleDict()
+        self.project = nn.ModuleDict()
+        for modality, name, embed in (("video", video_branch, video_embed), ("audio", audio_branch, audio_embed)):
+            if modality not in self.modalities:
+                continue
+            if embed < 1:
+                raise ValueError(f"model.{modality}_embed must be positive, got {embed}")
+            branch = get_model(name, frames=frames, num_classes=0, modality=modality)
+            self.branches[modality] = branch
+            self.project[modality] = nn.Sequential(nn.Linear(branch.num_features, embed), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        prev = sum(video_embed if m == "video" else audio_embed for m in self.modalities)
+        for width in fc:
+            layers += [nn.Dropout(dropout), nn.Linear(prev, width), nn.ReLU(inplace=True)]
+            prev = width
+        self.fusion = nn.Sequential(*layers)
+        self.num_features = prev
+        self.head = make_head(prev, num_classes, dropout)
+
+    def embeddings(self, video: Tensor | None = None, audio: Tensor | None = None) -> dict[str, Tensor]:
+        """Each branch's projected embedding, by modality."""
+        inputs = {"video": video, "audio": audio}
+        out = {}
+        for modality, branch in self.branches.items():
+            if inputs[modality] is None:
+                raise ValueError(f"AR5 with modalities {list(self.modalities)} needs {modality} in the batch")
+            out[modality] = self.project[modality](branch.forward_features(**{modality: inputs[modality]}))
+        return out
+
+    def forward_features(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
+        return self.fusion(torch.cat(list(self.embeddings(video, audio).values()), 1))
+
+
+@register_model
+def ar5(*, frames: int = 20, num_classes: int = 6, modalities: Sequence[str] = ("video", "audio"),
+        video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
+        audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3) -> AR5:
+    """AR5: two-branch fusion (video-only / audio-only / fused by ``modalities``)."""
+    return AR5(frames, num_classes, modalities=modalities, video_branch=video_branch, audio_branch=audio_branch,
+               video_embed=video_embed, audio_embed=audio_embed, fc=fc, dropout=dropout)
