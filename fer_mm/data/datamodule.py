@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -101,6 +102,13 @@ class CremaDDataModule(pl.LightningDataModule):
 
     # disk work: runs once per node
     def prepare_data(self) -> ClipCache:
+        # folds of a parallel sweep share the data: one process prepares, the others wait
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / ".prepare.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._prepare()
+
+    def _prepare(self) -> ClipCache:
         if self.synthetic and not (self.root / VIDEO_DIR).is_dir():
             from fer_mm.data.synthetic import generate
 

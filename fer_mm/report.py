@@ -1,0 +1,368 @@
+"""``python -m fer_mm.report RUN_DIR [RUN_DIR ...]``: folds -> tables, comparisons, plots.
+
+Reads the fold folders under each RUN_DIR (``metrics.json`` + ``predictions.csv``), groups them by
+experiment and protocol, and writes ``results.md``, ``results.json``, a confusion matrix per
+experiment and a per-fold accuracy plot. Every number is recomputed from the per-clip
+predictions; the report never re-runs a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from fer_mm.data.crema_d import EMOTION_NAMES, EMOTIONS, parse_name
+
+log = logging.getLogger("fer_mm.report")
+VOTE_COLUMNS = ("A", "D", "F", "H", "N", "S")  # tabulatedVotes.csv, in EMOTIONS order
+VOTE_MODALITIES = {"1": "voice", "2": "face", "3": "audio-visual"}
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int = len(EMOTIONS)) -> np.ndarray:
+    return np.bincount(np.asarray(labels) * n + np.asarray(preds), minlength=n * n).reshape(n, n)
+
+
+def scores(labels: np.ndarray, preds: np.ndarray, n: int = len(EMOTIONS)) -> dict:
+    """Accuracy, UAR (mean per-class recall), macro F1 and per-class recall, over classes present."""
+    cm = confusion_matrix(labels, preds, n)
+    support, predicted, hits = cm.sum(1), cm.sum(0), np.diag(cm)
+    present = support > 0
+    recall = np.divide(hits, support, out=np.zeros(n), where=present)
+    precision = np.divide(hits, predicted, out=np.zeros(n), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
+    return dict(acc=float(hits.sum() / max(cm.sum(), 1)), uar=float(recall[present].mean()),
+                f1=float(f1[present].mean()), per_class_recall=recall.tolist(), confusion=cm.tolist(), n=int(cm.sum()))
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+@dataclass
+class Experiment:
+    name: str
+    protocol: str
+    folds: dict[int, dict] = field(default_factory=dict)  # fold -> metrics.json
+    predictions: dict[int, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name} ({self.protocol})" if self.protocol != "loso" else self.name
+
+    def expected_folds(self) -> list[int]:
+        any_fold = next(iter(self.folds.values()))
+        actors = {a for part in any_fold["actors"].values() for a in part}
+        if self.protocol == "loso":
+            return list(range(len(actors)))
+        if self.protocol == "split":
+            return [0]
+        cfg = self.config(next(iter(self.folds)))
+        return list(range(int(cfg.get("cv", {}).get("protocol", {}).get("k", len(self.folds)))))
+
+    def config(self, fold: int) -> dict:
+        import yaml
+
+        path = Path(self.folds[fold]["_dir"]) / "config.yaml"
+        return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
+    experiments: dict[str, Experiment] = {}
+    for run_dir in run_dirs:
+        found = sorted(Path(run_dir).rglob("metrics.json"))
+        if not found:
+            log.warning("no metrics.json under %s", run_dir)
+        for path in found:
+            m = json.loads(path.read_text())
+            pred_path = path.with_name("predictions.csv")
+            if not pred_path.is_file():
+                log.warning("skipped %s: predictions.csv is missing", path.parent)
+                continue
+            exp = experiments.setdefault(f"{m['experiment']}|{m['protocol']}", Experiment(m["experiment"], m["protocol"]))
+            if m["fold"] in exp.folds:
+                log.warning("fold %s of %s found twice; keeping %s", m["fold"], exp.key, exp.folds[m["fold"]]["_dir"])
+                continue
+            m["_dir"] = str(path.parent)
+            exp.folds[m["fold"]] = m
+            exp.predictions[m["fold"]] = pd.read_csv(pred_path)
+    return dict(sorted(experiments.items()))
+
+
+# ------------------------------------------------------------------------------ summaries
+
+
+def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
+    folds = sorted(exp.folds) if folds is None else folds
+    pooled = pd.concat([exp.predictions[f] for f in folds], ignore_index=True)
+    per_fold = {f: scores(exp.predictions[f]["label"], exp.predictions[f]["pred"])["acc"] for f in folds}
+    accs = np.array(list(per_fold.values()))
+    expected = exp.expected_folds()
+    return dict(
+        experiment=exp.name, protocol=exp.protocol, modalities=exp.folds[folds[0]]["modalities"],
+        label=exp.folds[folds[0]]["label"], synthetic=exp.folds[folds[0]].get("synthetic"),
+        folds_found=len(folds), folds_expected=len(expected), missing_folds=sorted(set(expected) - set(exp.folds)),
+        pooled=scores(pooled["label"], pooled["pred"]),
+        fold_acc_mean=float(accs.mean()), fold_acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+        per_fold_acc={int(k): v for k, v in per_fold.items()},
+    )
+
+
+def compare(a: Experiment, b: Experiment) -> dict | None:
+    """b minus a, on the folds both have: pooled differences, per-fold paired test."""
+    common = sorted(set(a.folds) & set(b.folds))
+    if not common:
+        return None
+    sa, sb = summarise(a, common), summarise(b, common)
+    diffs = np.array([sb["per_fold_acc"][f] - sa["per_fold_acc"][f] for f in common])
+    if len(common) >= 2 and np.any(diffs != 0):
+        test = stats.wilcoxon(diffs, zero_method="wilcox", alternative="two-sided")
+        p_value, statistic = float(test.pvalue), float(test.statistic)
+    else:
+        p_value, statistic = None, None
+    return dict(
+        a=a.key, b=b.key, folds=len(common),
+        pooled_acc_diff=sb["pooled"]["acc"] - sa["pooled"]["acc"],
+        pooled_uar_diff=sb["pooled"]["uar"] - sa["pooled"]["uar"],
+        fold_diff_mean=float(diffs.mean()), fold_diff_std=float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
+        folds_b_better=int((diffs > 0).sum()), folds_a_better=int((diffs < 0).sum()), folds_tied=int((diffs == 0).sum()),
+        wilcoxon_statistic=statistic, wilcoxon_p=p_value,
+    )
+
+
+def human_baseline(votes_path: Path, clips: set[str] | None = None) -> dict:
+    """Share of individual ratings naming the acted emotion, per rating modality.
+
+    ``tabulatedVotes.csv`` holds one row per clip and modality (ids starting 1: voice only,
+    2: face only, 3: audio-visual) with each emotion's vote count; the share is the sum over clips
+    of the votes for the acted emotion divided by the sum of all votes.
+    """
+    votes = pd.read_csv(votes_path)
+    missing = {"fileName", *VOTE_COLUMNS} - set(votes.columns)
+    if missing:
+        raise ValueError(f"{votes_path} is not CREMA-D's tabulatedVotes.csv: no column(s) {sorted(missing)}")
+    votes["modality"] = votes.iloc[:, 0].astype(str).str[0].map(VOTE_MODALITIES)
+    if clips is not None:
+        votes = votes[votes["fileName"].isin(clips)]
+    acted = votes["fileName"].map(lambda n: EMOTIONS.index(parse_name(n).emotion)).to_numpy()
+    counts = votes[list(VOTE_COLUMNS)].to_numpy()
+    votes["hit"] = counts[np.arange(len(votes)), acted]
+    votes["total"] = counts.sum(1)
+    out = {}
+    for modality in VOTE_MODALITIES.values():
+        g = votes[votes["modality"] == modality]
+        out[modality] = dict(share=float(g["hit"].sum() / max(g["total"].sum(), 1)), clips=int(g["fileName"].nunique()),
+                             ratings=int(g["total"].sum()))
+    return out
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict | None, images: dict) -> str:
+    lines = ["# fer-mm results", ""]
+    synthetic = {s["synthetic"] for s in summaries}
+    lines += [f"Labels: {summaries[0]['label']}. Data: "
+              + ("the synthetic CREMA-D twin (not real CREMA-D)." if synthetic == {True} else
+                 "real CREMA-D." if synthetic == {False} else "mixed synthetic and real runs."),
+              "All protocols are speaker-independent; checkpoints were chosen on validation actors only.", "",
+              "## Experiments", "",
+              "| experiment | protocol | inputs | folds | pooled acc % | fold acc % (mean ± sd) | UAR % | macro F1 % |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for s in summaries:
+        folds = f"{s['folds_found']}/{s['folds_expected']}"
+        lines.append(f"| {s['experiment']} | {s['protocol']} | {'+'.join(s['modalities'])} | {folds} | "
+                     f"{_pct(s['pooled']['acc'])} | {_pct(s['fold_acc_mean'])} ± {_pct(s['fold_acc_std'])} | "
+                     f"{_pct(s['pooled']['uar'])} | {_pct(s['pooled']['f1'])} |")
+    missing = [s for s in summaries if s["missing_folds"]]
+    for s in missing:
+        lines.append(f"\nMissing folds of {s['experiment']} ({s['protocol']}): {s['missing_folds']}")
+    lines += ["", "## Per-class recall (pooled, %)", "",
+              "| experiment | " + " | ".join(EMOTION_NAMES) + " |", "| --- |" + " ---: |" * len(EMOTION_NAMES)]
+    for s in summaries:
+        lines.append(f"| {s['experiment']} | " + " | ".join(_pct(r) for r in s["pooled"]["per_class_recall"]) + " |")
+    if comparisons:
+        lines += ["", "## Comparisons (B minus A, on the folds both have)", "",
+                  "| A | B | folds | Δ pooled acc (pp) | Δ UAR (pp) | Δ per fold (pp, mean ± sd) | B better / worse / tied | Wilcoxon p |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+        for c in comparisons:
+            p = "-" if c["wilcoxon_p"] is None else f"{c['wilcoxon_p']:.3g}"
+            lines.append(f"| {c['a']} | {c['b']} | {c['folds']} | {100 * c['pooled_acc_diff']:+.2f} | "
+                         f"{100 * c['pooled_uar_diff']:+.2f} | {100 * c['fold_diff_mean']:+.2f} ± "
+                         f"{100 * c['fold_diff_std']:.2f} | {c['folds_b_better']} / {c['folds_a_better']} / "
+                         f"{c['folds_tied']} | {p} |")
+        lines += ["", "Wilcoxon signed-rank test (two-sided) on the per-fold accuracy differences; tied folds dropped."]
+    if humans:
+        lines += ["", "## CREMA-D human raters", "",
+                  "Share of individual ratings that name the acted emotion (`tabulatedVotes.csv`: ids starting 1 = voice "
+                  "only, 2 = face only, 3 = audio-visual). The CREMA-D paper reports 40.9 / 58.2 / 63.6 % over all clips.",
+                  "", "| clips | voice % | face % | audio-visual % | clips rated |", "| --- | ---: | ---: | ---: | ---: |"]
+        for scope, h in humans.items():
+            lines.append(f"| {scope} | {_pct(h['voice']['share'])} | {_pct(h['face']['share'])} | "
+                         f"{_pct(h['audio-visual']['share'])} | {h['voice']['clips']} |")
+    if images:
+        lines += ["", "## Figures", ""] + [f"![{title}]({name})" for title, name in images.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i, j in itertools.product(range(len(cm)), repeat=2):
+        ax.text(j, i, f"{100 * rates[i, j]:.0f}\n({cm[i, j]})", ha="center", va="center", fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(cm)), EMOTION_NAMES, rotation=45)
+    ax.set_yticks(range(len(cm)), EMOTION_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("acted")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_fold_accuracy(summaries: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / max(len(summaries), 1)
+    for k, s in enumerate(summaries):
+        folds = sorted(s["per_fold_acc"])
+        ax.bar(np.array(folds) + (k - (len(summaries) - 1) / 2) * width, [100 * s["per_fold_acc"][f] for f in folds],
+               width, label=f"{s['experiment']} ({_pct(s['pooled']['acc'])}% pooled)")
+    ax.set_xlabel("fold")
+    ax.set_ylabel("test accuracy %")
+    ax.set_ylim(0, 100)
+    ax.axhline(100 / len(EMOTIONS), color="grey", lw=0.8, ls="--", label="chance")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def find_votes(experiments: dict[str, Experiment]) -> Path | None:
+    for exp in experiments.values():
+        for m in exp.folds.values():
+            path = Path(m.get("data_root", "")) / "processedResults" / "tabulatedVotes.csv"
+            if m.get("data_root") and path.is_file():
+                return path
+    return None
+
+
+def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
+           pairs: list[tuple[str, str]] | None = None, use_wandb: bool | None = None) -> dict:
+    experiments = load_runs(run_dirs)
+    if not experiments:
+        raise SystemExit(f"no finished folds (metrics.json + predictions.csv) under {', '.join(map(str, run_dirs))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = [summarise(e) for e in experiments.values()]
+    by_key = {e.key: e for e in experiments.values()}
+    if pairs is None:
+        pairs = [(a.key, b.key) for a, b in itertools.combinations(experiments.values(), 2) if a.protocol == b.protocol]
+    comparisons = []
+    for a, b in pairs:
+        unknown = {a, b} - set(by_key)
+        if unknown:
+            raise SystemExit(f"--compare names unknown experiment(s) {sorted(unknown)}; found {sorted(by_key)}")
+        c = compare(by_key[a], by_key[b])
+        if c:
+            comparisons.append(c)
+    votes = votes or find_votes(experiments)
+    humans = None
+    if votes:
+        tested = set().union(*(set(p["name"]) for e in experiments.values() for p in e.predictions.values()))
+        humans = {"all clips of the release": human_baseline(votes)}
+        matched = human_baseline(votes, tested)
+        if matched["voice"]["clips"]:
+            humans["the test clips above"] = matched
+    images = {}
+    for s, exp in zip(summaries, experiments.values()):
+        name = f"confusion_{exp.name}_{exp.protocol}.png"
+        plot_confusion(np.array(s["pooled"]["confusion"]), f"{exp.key}: pooled over {s['folds_found']} folds",
+                       out_dir / name)
+        images[f"confusion matrix, {exp.key}"] = name
+    plot_fold_accuracy(summaries, out_dir / "per_fold_accuracy.png")
+    images["per-fold test accuracy"] = "per_fold_accuracy.png"
+    results = dict(experiments=summaries, comparisons=comparisons, human_baseline=humans, votes_file=str(votes) if votes else None)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = render_markdown(summaries, comparisons, humans, images)
+    (out_dir / "results.md").write_text(markdown)
+    if use_wandb is None:
+        use_wandb = any("wandb" in (exp.config(f).get("logger") or {}) for exp in experiments.values() for f in exp.folds)
+    if use_wandb:
+        _log_wandb(summaries, comparisons, out_dir, images)
+    return results
+
+
+def _log_wandb(summaries: list[dict], comparisons: list[dict], out_dir: Path, images: dict) -> None:
+    import wandb
+
+    from fer_mm.loggers import wandb_configured
+
+    run = wandb.init(project="fer-mm", job_type="report", name="report", dir=str(out_dir),
+                     mode="online" if wandb_configured() else "offline")
+    try:
+        columns = ["experiment", "protocol", "folds", "pooled_acc", "fold_acc_mean", "fold_acc_std", "uar", "f1"]
+        table = wandb.Table(columns=columns, data=[[s["experiment"], s["protocol"], s["folds_found"], s["pooled"]["acc"],
+                                                    s["fold_acc_mean"], s["fold_acc_std"], s["pooled"]["uar"],
+                                                    s["pooled"]["f1"]] for s in summaries])
+        payload = {"results": table, **{title: wandb.Image(str(out_dir / name)) for title, name in images.items()}}
+        if comparisons:
+            payload["comparisons"] = wandb.Table(dataframe=pd.DataFrame(comparisons))
+        run.log(payload)
+    finally:
+        run.finish()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fer_mm.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="sweep or experiment folders (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first RUN_DIR>/report)")
+    parser.add_argument("--votes", type=Path, default=None,
+                        help="CREMA-D's tabulatedVotes.csv (default: <data root>/processedResults/ if present)")
+    parser.add_argument("--compare", action="append", metavar="A:B", default=None,
+                        help="compare experiment B against A (repeatable; default: every pair with the same protocol)")
+    parser.add_argument("--wandb", dest="use_wandb", action="store_true", default=None, help="log a W&B summary run")
+    parser.add_argument("--no-wandb", dest="use_wandb", action="store_false")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.votes and not args.votes.is_file():
+        parser.error(f"--votes {args.votes}: no such file")
+    pairs = None
+    if args.compare:
+        try:
+            pairs = [tuple(c.split(":", 1)) for c in args.compare]
+        except ValueError:
+            parser.error("--compare takes A:B")
+    out = args.out or args.run_dirs[0] / "report"
+    report(args.run_dirs, out, args.votes, pairs, args.use_wandb)
+    print((out / "results.md").read_text())
+    print(f"written: {out / 'results.md'}, {out / 'results.json'} and figures in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fer_mm.report import human_baseline, main as report_main
+from fer_mm.train import train
+from tests.conftest import meta_file
+from tests.test_train import data_overrides, make_cfg
+
+SWEEPS = {"ar2_video": [0, 1, 2], "ar5_audio_only": [0, 1, 3]}
+
+
+@pytest.fixture(scope="module")
+def sweeps(twin_root, twin_cache, tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    for experiment, folds in SWEEPS.items():
+        for fold in folds:
+            out = root / experiment / "loso" / f"fold_{fold}"
+            cfg = make_cfg(out, [f"experiment={experiment}", "debug=limit", "logger=none", f"cv.fold={fold}",
+                                 "trainer.max_epochs=1", *data_overrides(twin_root, twin_cache)])
+            train(cfg)
+    return root
+
+
+def _fold_predictions(root, experiment, folds):
+    return {f: pd.read_csv(root / experiment / "loso" / f"fold_{f}" / "predictions.csv") for f in folds}
+
+
+def test_report_tables_match_independent_numbers(sweeps, tmp_path, capsys):
+    out = tmp_path / "report"
+    report_main([str(sweeps), "--out", str(out), "--no-wandb"])
+    results = json.loads((out / "results.json").read_text())
+    by_name = {s["experiment"]: s for s in results["experiments"]}
+    assert set(by_name) == set(SWEEPS)
+    for experiment, folds in SWEEPS.items():
+        preds = _fold_predictions(sweeps, experiment, folds)
+        pooled = pd.concat(preds.values())
+        correct = pooled["pred"] == pooled["label"]
+        s = by_name[experiment]
+        assert s["pooled"]["acc"] == pytest.approx(correct.mean())
+        assert s["pooled"]["uar"] == pytest.approx(correct.groupby(pooled["label"]).mean().mean())
+        per_fold = [(p["pred"] == p["label"]).mean() for p in preds.values()]
+        assert s["fold_acc_mean"] == pytest.approx(np.mean(per_fold))
+        assert s["fold_acc_std"] == pytest.approx(np.std(per_fold, ddof=1))
+        assert s["folds_found"] == 3 and s["folds_expected"] == 4
+        assert s["missing_folds"] == [3] if experiment == "ar2_video" else [2]
+        recall = [((pooled["pred"] == k) & (pooled["label"] == k)).sum() / (pooled["label"] == k).sum() for k in range(6)]
+        assert np.allclose(s["pooled"]["per_class_recall"], recall)
+    # the comparison uses the common folds only (0 and 1)
+    [c] = results["comparisons"]
+    a = _fold_predictions(sweeps, "ar2_video", [0, 1])
+    b = _fold_predictions(sweeps, "ar5_audio_only", [0, 1])
+    acc = lambda d: (pd.concat(d.values())["pred"] == pd.concat(d.values())["label"]).mean()  # noqa: E731
+    assert c["folds"] == 2 and c["pooled_acc_diff"] == pytest.approx(acc(b) - acc(a))
+    diffs = [(b[f]["pred"] == b[f]["label"]).mean() - (a[f]["pred"] == a[f]["label"]).mean() for f in (0, 1)]
+    assert c["fold_diff_mean"] == pytest.approx(np.mean(diffs))
+    if any(diffs):
+        assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diffs).pvalue)
+    text = (out / "results.md").read_text()
+    assert f"{100 * by_name['ar2_video']['pooled']['acc']:.2f}" in text and "Missing folds of ar2_video" in text
+    assert "synthetic CREMA-D twin" in text
+    assert (out / "per_fold_accuracy.png").stat().st_size > 1000
+    assert (out / "confusion_ar5_audio_only_loso.png").stat().st_size > 1000
+
+
+def test_human_baseline_on_the_real_votes():
+    votes = meta_file("tabulatedVotes.csv")
+    h = human_baseline(votes)
+    # the paper's 40.9 / 58.2 / 63.6 %, recomputed from the released file
+    assert h["voice"]["share"] == pytest.approx(0.409, abs=0.012)
+    assert h["face"]["share"] == pytest.approx(0.582, abs=0.012)
+    assert h["audio-visual"]["share"] == pytest.approx(0.636, abs=0.012)
+    assert all(v["clips"] == 7442 for v in h.values())
+    one = human_baseline(votes, {"1001_DFA_ANG_XX", "1001_IEO_HAP_HI"})
+    assert one["voice"]["clips"] == 2 and 0 <= one["face"]["share"] <= 1
+
+
+def test_report_with_votes_adds_the_human_rows(sweeps, tmp_path):
+    votes = meta_file("tabulatedVotes.csv")
+    out = tmp_path / "r"
+    report_main([str(sweeps / "ar2_video"), "--out", str(out), "--votes", str(votes), "--no-wandb"])
+    text = (out / "results.md").read_text()
+    assert "CREMA-D human raters" in text and "the test clips above" in text
