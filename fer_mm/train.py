@@ -22,6 +22,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fer_mm.data.synthetic import SPEC_FILE
+
 log = logging.getLogger("fer_mm.train")
 LABEL_SOURCE = "acted emotion (from the clip's file name)"
 
@@ -116,7 +118,7 @@ def train(cfg: DictConfig) -> dict:
         epochs=int(trainer.current_epoch),
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
-        synthetic=bool(cfg.data.get("synthetic")),
+        synthetic=(datamodule.root / SPEC_FILE).is_file(),
         seconds=round(time.time() - t0, 1),
     )
     predictions.to_csv(run_dir / "predictions.csv", index=False)

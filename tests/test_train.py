@@ -30,6 +30,7 @@ def make_cfg(tmp_path, overrides):
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.paths.log_dir = str(tmp_path)
+        del cfg["hydra"]  # as in a real run: the job's config holds no hydra node
     return cfg
 
 

@@ -83,6 +83,7 @@ SYLLABLES_PER_SENTENCE = {
 VOWEL_FORMANTS = np.array(  # F1, F2, F3 (Hz) of an adult male voice
     [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]], dtype=float
 )
+SPEC_FILE = "SYNTHETIC.json"  # marks a folder as a generated twin (and records how it was made)
 RACES = ("Caucasian", "African American", "Asian", "Unknown")
 ETHNICITIES = ("Not Hispanic", "Hispanic")
 
@@ -412,5 +413,5 @@ def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int 
         pass
     spec = dict(kind="fer-mm synthetic CREMA-D twin", actors=n_actors, sentences=n_sentences, seed=seed,
                 clips=len(names))
-    (out_dir / "SYNTHETIC.json").write_text(json.dumps(spec, indent=2) + "\n")
+    (out_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return out_dir
