@@ -84,3 +84,34 @@ def test_report_with_votes_adds_the_human_rows(sweeps, tmp_path):
     report_main([str(sweeps / "ar2_video"), "--out", str(out), "--votes", str(votes), "--no-wandb"])
     text = (out / "results.md").read_text()
     assert "CREMA-D human raters" in text and "the test clips above" in text
+
+
+def _fake_fold(root, experiment, fold, correct_mask):
+    """A fold folder as train.py writes it, with a chosen pattern of correct predictions."""
+    out = root / experiment / "loso" / f"fold_{fold}"
+    out.mkdir(parents=True)
+    labels = np.arange(len(correct_mask)) % 6
+    preds = np.where(correct_mask, labels, (labels + 1) % 6)
+    pd.DataFrame(dict(name=[f"{1001 + fold}_IEO_ANG_HI"] * len(labels), actor=1001 + fold, label=labels,
+                      pred=preds)).to_csv(out / "predictions.csv", index=False)
+    actors = list(range(1001, 1009))
+    (out / "metrics.json").write_text(json.dumps(dict(
+        experiment=experiment, fold=fold, protocol="loso", modalities=["video"], label="acted", synthetic=True,
+        actors=dict(train=actors[:fold] + actors[fold + 1:], val=[], test=[actors[fold]]))))
+
+
+def test_paired_comparison_on_known_differences(tmp_path):
+    rng = np.random.default_rng(0)
+    hits_a = [12, 15, 10, 20, 14, 16, 11, 13]
+    gains = [3, 5, -1, 4, 2, 6, 0, 7]  # B gets these many more clips right per fold (of 30)
+    for fold, (ha, g) in enumerate(zip(hits_a, gains)):
+        _fake_fold(tmp_path, "video_only", fold, rng.permutation(np.arange(30) < ha))
+        _fake_fold(tmp_path, "fusion", fold, rng.permutation(np.arange(30) < ha + g))
+    report_main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-wandb", "--compare", "video_only:fusion"])
+    [c] = json.loads((tmp_path / "out" / "results.json").read_text())["comparisons"]
+    diffs = np.array(gains) / 30
+    assert c["folds"] == 8 and c["pooled_acc_diff"] == pytest.approx(sum(gains) / 240)
+    assert c["fold_diff_mean"] == pytest.approx(diffs.mean())
+    assert (c["folds_b_better"], c["folds_a_better"], c["folds_tied"]) == (6, 1, 1)
+    assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diffs[diffs != 0]).pvalue)
+    assert c["wilcoxon_p"] < 0.05
