@@ -116,3 +116,35 @@ def test_wrong_config_names_the_key(twin_root, twin_cache, tmp_path):
         train(cfg)
     with pytest.raises(Exception, match="model.name='nope'"):
         train(make_cfg(tmp_path / "b", ["debug=fast", "model.net.name=nope", *data_overrides(twin_root, twin_cache)]))
+
+
+@pytest.mark.parametrize("cv", ["speaker_kfold", "split"])
+def test_other_protocols_train(cv, twin_root, twin_cache, tmp_path):
+    extra = ["cv.protocol.k=2"] if cv == "speaker_kfold" else []
+    cfg = make_cfg(tmp_path, ["experiment=ar2_video", "debug=fast", f"cv={cv}", *extra,
+                              *data_overrides(twin_root, twin_cache)])
+    m = train(cfg)
+    parts = m["actors"]
+    assert m["protocol"] == cv and parts["test"] and parts["val"] and parts["train"]
+    assert not set(parts["test"]) & set(parts["train"] + parts["val"])
+
+
+def test_logmel_frontend_runs_on_the_device_side(twin_root, twin_cache, tmp_path):
+    cfg = make_cfg(tmp_path, ["experiment=ar5_audio_only", "debug=fast", "data.audio.frontend=logmel",
+                              *data_overrides(twin_root, twin_cache)])
+    assert 0 <= train(cfg)["test/acc"] <= 1
+
+
+@pytest.mark.parametrize("overrides, key, expected", [
+    (["hydra/launcher=parallel"], "hydra.launcher._target_", "JoblibLauncher"),
+    (["hydra/launcher=slurm"], "hydra.launcher._target_", "SlurmLauncher"),
+    (["trainer=gpu"], "trainer.accelerator", "auto"),
+    (["trainer=ddp"], "trainer.strategy", "ddp"),
+])
+def test_launcher_and_device_configs_compose(overrides, key, expected):
+    from omegaconf import OmegaConf
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=ar5_fusion", *overrides], return_hydra_config=True)
+    assert expected in str(OmegaConf.select(cfg, key))
+    assert cfg.hydra.sweep.subdir == "fold_0"  # sweep folders are named by fold
