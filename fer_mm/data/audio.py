@@ -90,7 +90,7 @@ class LogMelSpectrogram(torch.nn.Module):
 
     device_side = True
 
-    def __init__(self, n_freq: int = 128, n_time: int = 128, n_fft: int = 512, win_length: int = 400,
+    def __init__(self, n_freq: int = 128, n_time: int = 128, n_fft: int = 1024, win_length: int = 400,
                  hop_length: int = 160, noise_std: float = 0.01, sample_rate: int = SAMPLE_RATE, top_db: float = 80.0):
         super().__init__()
         self.n_freq, self.n_time, self.hop_length, self.noise_std = n_freq, n_time, hop_length, noise_std
