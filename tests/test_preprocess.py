@@ -160,3 +160,30 @@ def test_unknown_detector_names_the_key():
     from fer_mm.data.video import make_detector
     with pytest.raises(ValueError, match="data.preprocess.detector"):
         make_detector("mtcnn")
+
+
+def test_preprocess_command_reports_the_cache(twin_root, twin_cache):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "fer_mm.preprocess", f"data.root={twin_root}",
+                          f"data.cache_dir={twin_cache.path.parent}", "data.progress=false"],
+                         capture_output=True, text=True, cwd=twin_root.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"cache: {twin_cache.path}" in out.stdout and "clips cached: 64 from 4 actors, skipped: 0" in out.stdout
+
+
+def test_synth_command_rejects_bad_sizes(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "fer_mm.synth", str(tmp_path), "--actors", "92"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--actors must be in 1..91" in out.stderr
+
+
+def test_a_root_with_nothing_usable_gives_an_empty_cache_with_reasons(tmp_path):
+    (tmp_path / "root" / "VideoFlash").mkdir(parents=True)
+    (tmp_path / "root" / "AudioWAV").mkdir()
+    (tmp_path / "root" / "VideoFlash" / "1001_DFA_ANG_XX.flv").write_bytes(b"")
+    (tmp_path / "root" / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")
+    cache = build_cache(tmp_path / "root", tmp_path / "cache", workers=1, progress=False)
+    assert len(cache) == 0 and "empty file" in cache.report["skipped"]["1001_DFA_ANG_XX"]

@@ -140,8 +140,11 @@ class ClipCache:
         self.clips = pd.read_csv(self.path / "clips.csv", keep_default_na=False)
         h, w = self.params["face_height"], self.params["face_width"]
         n_frames, n_samples = int(self.clips["n_frames"].sum()), int(self.clips["n_samples"].sum())
-        self._video = np.memmap(self.path / "video.u8", dtype=np.uint8, mode="r", shape=(max(n_frames, 1), h, w))
-        self._audio = np.memmap(self.path / "audio.i16", dtype=np.int16, mode="r", shape=(max(n_samples, 1),))
+        # numpy cannot map an empty file: a cache without clips gets empty arrays
+        self._video = np.memmap(self.path / "video.u8", dtype=np.uint8, mode="r", shape=(n_frames, h, w)) \
+            if n_frames else np.empty((0, h, w), np.uint8)
+        self._audio = np.memmap(self.path / "audio.i16", dtype=np.int16, mode="r", shape=(n_samples,)) \
+            if n_samples else np.empty(0, np.int16)
         self._v = self.clips[["video_offset", "n_frames"]].to_numpy()
         self._a = self.clips[["audio_offset", "n_samples"]].to_numpy()
 
@@ -217,7 +220,9 @@ def _assemble(final: Path, parts: Path, root: Path, scan, params: PreprocessPara
                 notes[r.name] = dict(faces_missing=meta["faces_missing"], audio=meta["audio_notes"])
             video_offset += len(faces)
             audio_offset += len(pcm)
-    clips = pd.DataFrame(rows)
+    columns = ["name", "actor", "sentence", "emotion", "level", "label", "n_frames", "fps", "video_offset",
+               "n_samples", "audio_offset", "faces_missing", "audio_notes"]
+    clips = pd.DataFrame(rows, columns=columns)
     clips.to_csv(tmp / "clips.csv", index=False)
     (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION), indent=2) + "\n")
     report = dict(
