@@ -115,3 +115,15 @@ def test_paired_comparison_on_known_differences(tmp_path):
     assert (c["folds_b_better"], c["folds_a_better"], c["folds_tied"]) == (6, 1, 1)
     assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diffs[diffs != 0]).pvalue)
     assert c["wilcoxon_p"] < 0.05
+
+
+def test_report_logs_a_wandb_summary_run_offline(tmp_path, monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for fold in range(3):
+        _fake_fold(tmp_path / "runs", "video_only", fold, np.arange(12) < 4 + fold)
+    out = tmp_path / "out"
+    report_main([str(tmp_path / "runs"), "--out", str(out), "--wandb"])
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
