@@ -121,3 +121,18 @@ def test_readme_model_table_matches_the_registry():
     block = "\n".join(line for line in text[start:].splitlines() if line.startswith("|"))
     assert block.strip() == markdown_table(model_rows()).strip()
     assert re.findall(r"`(\w+)`", block) == list_models()
+
+
+def test_ar5_modality_dropout_zeroes_one_branch_in_training_only():
+    torch.manual_seed(0)
+    model = get_model("ar5", modality_dropout=1.0, video_embed=16, audio_embed=8)
+    seen = []
+    model.fusion.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    x = _inputs(batch=8)
+    model.train()(**x)
+    fused = seen[-1]
+    video_zero = (fused[:, :16] == 0).all(1)
+    audio_zero = (fused[:, 16:] == 0).all(1)
+    assert (video_zero ^ audio_zero).all()  # exactly one branch dropped per sample
+    model.eval()(**x)
+    assert not (seen[-1][:, :16] == 0).all(1).any() and not (seen[-1][:, 16:] == 0).all(1).any()

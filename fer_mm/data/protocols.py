@@ -27,9 +27,14 @@ class Split:
 
 
 def _draw_val(candidates: Sequence[int], val_fraction: float, seed: int, fold: int) -> tuple[list[int], list[int]]:
-    """Split ``candidates`` into (train, val) actors, deterministically from (seed, fold)."""
+    """Split ``candidates`` into (train, val) actors, deterministically from (seed, fold).
+
+    At least two validation actors where four or more remain: one actor alone makes model
+    selection follow that actor's quirks.
+    """
     candidates = sorted(candidates)
-    n_val = max(1, int(round(val_fraction * len(candidates)))) if len(candidates) > 1 else 0
+    n_val = max(2 if len(candidates) >= 4 else 1, int(round(val_fraction * len(candidates))))
+    n_val = n_val if len(candidates) > 1 else 0
     val = set(np.random.default_rng([seed, fold]).choice(candidates, size=n_val, replace=False).tolist())
     return [a for a in candidates if a not in val], sorted(val)
 

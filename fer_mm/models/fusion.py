@@ -42,12 +42,19 @@ class AR5(EmotionModel):
         video_embed, audio_embed: embedding length of each branch.
         fc: hidden widths of the fusion layers after concatenation.
         dropout: in the branches and the fusion layers.
+        modality_dropout: in training, the share of samples whose embedding of one modality
+            (drawn at random) is zeroed, so the fused layers cannot lean on one branch alone
+            (ModDrop, Neverova et al. 2015). 0 disables it; it has no effect with one modality.
     """
 
     def __init__(self, frames: int = 20, num_classes: int = 6, *, modalities: Sequence[str] = ("video", "audio"),
                  video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
-                 audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3):
+                 audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3,
+                 modality_dropout: float = 0.0):
         super().__init__()
+        if not 0 <= modality_dropout <= 1:
+            raise ValueError(f"model.modality_dropout must be in [0, 1], got {modality_dropout}")
+        self.modality_dropout = modality_dropout
         modalities = tuple(modalities)
         if not modalities or set(modalities) - {"video", "audio"} or len(set(modalities)) != len(modalities):
             raise ValueError(f"model.modalities={list(modalities)}: use [video], [audio] or [video, audio]")
@@ -82,13 +89,21 @@ class AR5(EmotionModel):
         return out
 
     def forward_features(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
-        return self.fusion(torch.cat(list(self.embeddings(video, audio).values()), 1))
+        embeddings = list(self.embeddings(video, audio).values())
+        if self.training and self.modality_dropout > 0 and len(embeddings) > 1:
+            batch, device = embeddings[0].shape[0], embeddings[0].device
+            dropped = torch.rand(batch, device=device) < self.modality_dropout
+            which = torch.randint(len(embeddings), (batch,), device=device)
+            embeddings = [e * ~(dropped & (which == i))[:, None] for i, e in enumerate(embeddings)]
+        return self.fusion(torch.cat(embeddings, 1))
 
 
 @register_model
 def ar5(*, frames: int = 20, num_classes: int = 6, modalities: Sequence[str] = ("video", "audio"),
         video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
-        audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3) -> AR5:
+        audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3,
+        modality_dropout: float = 0.0) -> AR5:
     """AR5: two-branch fusion (video-only / audio-only / fused by ``modalities``)."""
     return AR5(frames, num_classes, modalities=modalities, video_branch=video_branch, audio_branch=audio_branch,
-               video_embed=video_embed, audio_embed=audio_embed, fc=fc, dropout=dropout)
+               video_embed=video_embed, audio_embed=audio_embed, fc=fc, dropout=dropout,
+               modality_dropout=modality_dropout)
