@@ -36,3 +36,17 @@ def twin_cache(twin_root, tmp_path_factory):
     from fer_mm.data.cache import build_cache
 
     return build_cache(twin_root, tmp_path_factory.mktemp("cache"), workers=2, progress=False)
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """W&B as on a fresh machine: no API key, no mode set; its global state reset afterwards."""
+    import wandb
+
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    yield
+    wandb.finish()
+    wandb.teardown()

@@ -117,10 +117,7 @@ def test_paired_comparison_on_known_differences(tmp_path):
     assert c["wilcoxon_p"] < 0.05
 
 
-def test_report_logs_a_wandb_summary_run_offline(tmp_path, monkeypatch):
-    for var in ("WANDB_API_KEY", "WANDB_MODE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
+def test_report_logs_a_wandb_summary_run_offline(tmp_path, wandb_offline):
     for fold in range(3):
         _fake_fold(tmp_path / "runs", "video_only", fold, np.arange(12) < 4 + fold)
     out = tmp_path / "out"

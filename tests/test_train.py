@@ -76,18 +76,10 @@ def test_same_config_same_results(twin_root, twin_cache, tmp_path):
     pd.testing.assert_frame_equal(pa, pb)
 
 
-def test_wandb_runs_offline_without_a_key(twin_root, twin_cache, tmp_path, monkeypatch):
-    for var in ("WANDB_API_KEY", "WANDB_MODE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+def test_wandb_runs_offline_without_a_key(twin_root, twin_cache, tmp_path, wandb_offline):
     cfg = make_cfg(tmp_path / "run", ["experiment=ar5_video_only", "debug=fast", "logger=wandb",
                                       *data_overrides(twin_root, twin_cache)])
-    import wandb
-    try:
-        train(cfg)
-    finally:
-        wandb.finish()
+    train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
 
