@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -64,15 +65,14 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     t0 = time.time()
 
-    system = hydra.utils.instantiate(cfg.model, class_weights=None)
+    balanced = cfg.model.class_weights == "balanced"
+    system = hydra.utils.instantiate(cfg.model, class_weights=None if balanced else cfg.model.class_weights)
     datamodule = hydra.utils.instantiate(cfg.data, modalities=list(system.modalities))
     datamodule.prepare_data()
     datamodule.setup("fit")
-    if cfg.model.class_weights == "balanced":
+    if balanced:  # known only once the split is made
         labels = datamodule.cache.clips["label"].to_numpy()[datamodule.rows["train"]]
         system.class_weights = torch.tensor(_balanced_weights(labels, system.num_classes))
-    elif cfg.model.class_weights is not None:
-        system.class_weights = torch.tensor(list(cfg.model.class_weights), dtype=torch.float)
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     tags = [*system.modalities, cfg.cv.name]
@@ -83,6 +83,8 @@ def train(cfg: DictConfig) -> dict:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.overwrite and last.is_file():
+        shutil.rmtree(last.parent)  # a re-run starts afresh, it does not resume the old run
     resume = str(last) if last.is_file() and not trainer.fast_dev_run else None
     if resume:
         log.info("resuming fold %s from %s", cfg.cv.fold, resume)

@@ -140,3 +140,13 @@ def test_launcher_and_device_configs_compose(overrides, key, expected):
         cfg = compose("train", overrides=["experiment=ar5_fusion", *overrides], return_hydra_config=True)
     assert expected in str(OmegaConf.select(cfg, key))
     assert cfg.hydra.sweep.subdir == "fold_0"  # sweep folders are named by fold
+
+
+def test_class_weights_balanced_and_checked(twin_root, twin_cache, tmp_path):
+    cfg = make_cfg(tmp_path / "a", ["experiment=ar2_video", "debug=fast", "model.class_weights=balanced",
+                                    *data_overrides(twin_root, twin_cache)])
+    assert 0 <= train(cfg)["test/acc"] <= 1
+    cfg = make_cfg(tmp_path / "b", ["experiment=ar2_video", "debug=fast", "model.class_weights=[1,2,3]",
+                                    *data_overrides(twin_root, twin_cache)])
+    with pytest.raises(Exception, match="model.class_weights has 3 values for 6 classes"):
+        train(cfg)
