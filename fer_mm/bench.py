@@ -3,7 +3,8 @@
 Measures on the current device (CUDA if available, else CPU), at the default shapes (video
 [20, 98, 80], audio [1, 128, 128]) with batch 32:
 - train step: forward + backward + AdamW step, samples per second (median of timed steps after
-  warm-up), and peak memory (CUDA allocator peak; on CPU, the process's peak RSS);
+  warm-up), and peak memory (CUDA allocator peak per model; on CPU, the process's peak RSS so far,
+  which only grows from row to row);
 - data loading from a cache (``--cache DIR``): training items per second with each audio front-end.
 Prints a markdown table; record it with the command and the machine.
 """
@@ -89,7 +90,8 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"device: {where}; torch {torch.__version__}; batch {args.batch}; precision {args.precision}\n")
-    print("| model | train samples/s | peak memory (MiB) |\n| --- | ---: | ---: |")
+    memory = "CUDA peak allocated (MiB)" if device.type == "cuda" else "process peak RSS so far (MiB)"
+    print(f"| model | train samples/s | {memory} |\n| --- | ---: | ---: |")
     for name in args.models:
         r = train_step_throughput(name, device, args.batch, args.steps, precision=args.precision)
         print(f"| `{name}` | {r['samples_per_s']:,.1f} | {r['peak_mib']:,.0f} |", flush=True)

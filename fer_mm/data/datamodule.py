@@ -157,7 +157,3 @@ class CremaDDataModule(pl.LightningDataModule):
             training = self.trainer is not None and self.trainer.training
             batch["audio"] = self.frontend(batch["audio"], batch["audio_length"], augment=training)
         return batch
-
-    @property
-    def audio_shape(self) -> tuple[int, int, int]:
-        return (1, self.frontend.n_freq, self.frontend.n_time)
