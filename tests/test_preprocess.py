@@ -194,3 +194,10 @@ def test_a_root_with_nothing_usable_gives_an_empty_cache_with_reasons(tmp_path):
     (tmp_path / "root" / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")
     cache = build_cache(tmp_path / "root", tmp_path / "cache", workers=1, progress=False)
     assert len(cache) == 0 and "empty file" in cache.report["skipped"]["1001_DFA_ANG_XX"]
+
+
+def test_an_unforeseen_error_in_one_clip_becomes_its_reason(tmp_path):
+    from dataclasses import asdict
+    result = cache_mod.process_clip(("1001_DFA_ANG_XX", str(tmp_path / "gone.flv"), str(tmp_path / "gone.wav"),
+                                     asdict(PreprocessParams())))
+    assert result["name"] == "1001_DFA_ANG_XX" and result["skip"].startswith("failed: FileNotFoundError")

@@ -81,9 +81,18 @@ _DETECTOR = None  # one per worker process
 
 
 def process_clip(args: tuple) -> dict:
-    """Decode, check, detect and crop one clip. Returns arrays, or ``{"skip": reason}``."""
+    """Decode, check, detect and crop one clip. Returns arrays, or ``{"skip": reason}``.
+
+    Whatever goes wrong with one clip is reported as its reason; it never stops the run.
+    """
+    try:
+        return _process_clip(*args)
+    except Exception as err:  # noqa: BLE001 - an unforeseen defect of one file must not cost the others
+        return dict(name=args[0], skip=f"failed: {type(err).__name__}: {err}")
+
+
+def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
     global _DETECTOR
-    name, video_path, audio_path, p = args
     p = PreprocessParams(**p)
     for path in (audio_path, video_path):
         problem = check_media_file(path)
