@@ -118,7 +118,8 @@ def test_unknown_model_names_the_key():
 def test_readme_model_table_matches_the_registry():
     text = README.read_text()
     start = text.index("| model | inputs | parameters | MACs per sample |")
-    block = "\n".join(line for line in text[start:].splitlines() if line.startswith("|"))
+    lines = text[start:].splitlines()
+    block = "\n".join(lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))])
     assert block.strip() == markdown_table(model_rows()).strip()
     assert re.findall(r"`(\w+)`", block) == list_models()
 
