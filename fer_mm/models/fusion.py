@@ -8,21 +8,21 @@ import torch
 from torch import Tensor, nn
 
 from fer_mm.models.ar_cnn import ARCNN
-from fer_mm.models.base import EmotionModel, make_head
+from fer_mm.models.base import EmotionModel, in_chans_for, make_head
 from fer_mm.models.registry import get_model, register_model
 
 
 @register_model
 def ar5_video_branch(*, frames: int = 20, num_classes: int = 0, modality: str = "video", dropout: float = 0.3) -> ARCNN:
     """AR5's dense video branch: four stages of two 3x3 conv-BN-ReLU (32-64-128-256), FC 512."""
-    return ARCNN(frames if modality == "video" else 1, num_classes, channels=(32, 64, 128, 256), convs_per_stage=2,
+    return ARCNN(in_chans_for(modality, frames), num_classes, channels=(32, 64, 128, 256), convs_per_stage=2,
                  fc=(512,), norm=True, dropout=dropout, modality=modality)
 
 
 @register_model
 def ar5_audio_branch(*, frames: int = 20, num_classes: int = 0, modality: str = "audio", dropout: float = 0.3) -> ARCNN:
     """AR5's spectrogram branch: four conv-BN-ReLU-pool blocks (16-32-64-128), FC 256."""
-    return ARCNN(frames if modality == "video" else 1, num_classes, channels=(16, 32, 64, 128), fc=(256,), norm=True,
+    return ARCNN(in_chans_for(modality, frames), num_classes, channels=(16, 32, 64, 128), fc=(256,), norm=True,
                  dropout=dropout, modality=modality)
 
 
