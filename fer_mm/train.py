@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fer_mm.data.synthetic import SPEC_FILE
+from fer_mm.files import write_atomic
 
 log = logging.getLogger("fer_mm.train")
 LABEL_SOURCE = "acted emotion (from the clip's file name)"
@@ -32,12 +33,6 @@ LABEL_SOURCE = "acted emotion (from the clip's file name)"
 def _balanced_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     counts = np.bincount(labels, minlength=num_classes).astype(float)
     return (counts.sum() / (num_classes * np.maximum(counts, 1))).tolist()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _predictions(system, datamodule) -> pd.DataFrame:
@@ -124,7 +119,7 @@ def train(cfg: DictConfig) -> dict:
         seconds=round(time.time() - t0, 1),
     )
     predictions.to_csv(run_dir / "predictions.csv", index=False)
-    _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")  # written last: marks the fold done
+    write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")  # written last: marks the fold done
     _print_summary(metrics, run_dir)
     return metrics
 

@@ -35,6 +35,7 @@ from fer_mm.data import audio as audio_io
 from fer_mm.data import video as video_io
 from fer_mm.data.crema_d import scan_root
 from fer_mm.data.parallel import imap_progress
+from fer_mm.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +133,6 @@ def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
                 audio_notes="; ".join(loaded.notes))
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 class ClipCache:
     """Read side: the cached clips as memory-mapped arrays (cheap to open in every worker)."""
 
@@ -196,10 +191,10 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
         name = result["name"]
         if "skip" in result:
             log.warning("skipped %s: %s", name, result["skip"])
-            _atomic_write_bytes(parts / f"{name}.json", lambda p: p.write_text(json.dumps(result)))
+            write_atomic(parts / f"{name}.json", json.dumps(result))
         else:
             meta = {k: result[k] for k in ("fps", "faces_missing", "audio_notes")}
-            _atomic_write_bytes(parts / f"{name}.npz", lambda p: np.savez(
+            write_atomic(parts / f"{name}.npz", lambda p: np.savez(
                 open(p, "wb"), faces=result["faces"], audio=result["audio"], meta=json.dumps(meta)))
     for path, reason in scan.problems.items():
         log.warning("skipped %s: %s", path, reason)

@@ -47,6 +47,7 @@ from fer_mm.data.crema_d import (
     release_names,
     write_demographics,
 )
+from fer_mm.files import write_atomic
 
 SAMPLE_RATE = 16_000
 FPS = 30
@@ -392,10 +393,7 @@ def _write_one(args: tuple) -> str:
         (AUDIO_DIR, AUDIO_EXT, lambda p: sf.write(p, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")),
         (VIDEO_DIR, VIDEO_EXT, lambda p: write_flv(p, frames, wave)),
     ):
-        final = root / folder / f"{name}{ext}"
-        tmp = final.with_name(f".{final.name}.tmp")
-        write(tmp)
-        tmp.replace(final)  # atomic: an interrupted run never leaves a half-written clip
+        write_atomic(root / folder / f"{name}{ext}", write)  # an interrupted run never leaves half a clip
     return name
 
 
