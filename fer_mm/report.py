@@ -20,30 +20,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fer_mm.data.crema_d import EMOTION_NAMES, EMOTIONS, parse_name
+from fer_mm.data.crema_d import parse_name
+from fer_mm.evaluation import prediction_scores, read_run_record
+from fer_mm.runs import differing_keys, flatten
+from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
 
 log = logging.getLogger("fer_mm.report")
 VOTE_COLUMNS = ("A", "D", "F", "H", "N", "S")  # tabulatedVotes.csv, in EMOTIONS order
 VOTE_MODALITIES = {"1": "voice", "2": "face", "3": "audio-visual"}
-
-
-# ------------------------------------------------------------------------------ metrics
-
-
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int = len(EMOTIONS)) -> np.ndarray:
-    return np.bincount(np.asarray(labels) * n + np.asarray(preds), minlength=n * n).reshape(n, n)
-
-
-def scores(labels: np.ndarray, preds: np.ndarray, n: int = len(EMOTIONS)) -> dict:
-    """Accuracy, UAR (mean per-class recall), macro F1 and per-class recall, over classes present."""
-    cm = confusion_matrix(labels, preds, n)
-    support, predicted, hits = cm.sum(1), cm.sum(0), np.diag(cm)
-    present = support > 0
-    recall = np.divide(hits, support, out=np.zeros(n), where=present)
-    precision = np.divide(hits, predicted, out=np.zeros(n), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
-    return dict(acc=float(hits.sum() / max(cm.sum(), 1)), uar=float(recall[present].mean()),
-                f1=float(f1[present].mean()), per_class_recall=recall.tolist(), confusion=cm.tolist(), n=int(cm.sum()))
 
 
 # ------------------------------------------------------------------------------ loading
@@ -51,52 +35,73 @@ def scores(labels: np.ndarray, preds: np.ndarray, n: int = len(EMOTIONS)) -> dic
 
 @dataclass
 class Experiment:
+    """The folds of one experiment, protocol and config (one config hash)."""
+
     name: str
     protocol: str
+    config_hash: str
     folds: dict[int, dict] = field(default_factory=dict)  # fold -> metrics.json
     predictions: dict[int, pd.DataFrame] = field(default_factory=dict)
+    label: str = ""  # how the report names it: set by :func:`load_runs`
 
     @property
     def key(self) -> str:
-        return f"{self.name} ({self.protocol})" if self.protocol != "loso" else self.name
+        return self.label or self.name
+
+    @property
+    def slug(self) -> str:
+        """For file names: unique among the loaded experiments."""
+        several = "[" in self.key
+        return f"{self.name}_{self.protocol}" + (f"_{self.config_hash}" if several else "")
+
+    @property
+    def config(self) -> dict:
+        return next(iter(self.folds.values()))["config"]
 
     def expected_folds(self) -> list[int]:
-        any_fold = next(iter(self.folds.values()))
-        actors = {a for part in any_fold["actors"].values() for a in part}
-        if self.protocol == "loso":
-            return list(range(len(actors)))
-        if self.protocol == "split":
-            return [0]
-        cfg = self.config(next(iter(self.folds)))
-        return list(range(int(cfg.get("cv", {}).get("protocol", {}).get("k", len(self.folds)))))
-
-    def config(self, fold: int) -> dict:
-        import yaml
-
-        path = Path(self.folds[fold]["_dir"]) / "config.yaml"
-        return yaml.safe_load(path.read_text()) if path.is_file() else {}
+        return list(range(int(next(iter(self.folds.values()))["folds_total"])))
 
 
 def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
-    experiments: dict[str, Experiment] = {}
+    """Every finished fold under ``run_dirs``, grouped by experiment, protocol and config.
+
+    An experiment run with several configs is named with the keys that differ, e.g.
+    ``ar5_fusion [model.optimizer.lr=0.05]``.
+    """
+    experiments: dict[tuple, Experiment] = {}
     for run_dir in run_dirs:
         found = sorted(Path(run_dir).rglob("metrics.json"))
         if not found:
             log.warning("no metrics.json under %s", run_dir)
         for path in found:
-            m = json.loads(path.read_text())
-            pred_path = path.with_name("predictions.csv")
-            if not pred_path.is_file():
+            if not path.with_name("predictions.csv").is_file():
                 log.warning("skipped %s: predictions.csv is missing", path.parent)
                 continue
-            exp = experiments.setdefault(f"{m['experiment']}|{m['protocol']}", Experiment(m["experiment"], m["protocol"]))
+            m, predictions = read_run_record(path.parent)
+            key = (m["experiment"], m["protocol"], m["config_hash"])
+            exp = experiments.setdefault(key, Experiment(*key))
             if m["fold"] in exp.folds:
-                log.warning("fold %s of %s found twice; keeping %s", m["fold"], exp.key, exp.folds[m["fold"]]["_dir"])
+                log.warning("fold %s of %s found twice; keeping %s", m["fold"], key, exp.folds[m["fold"]]["_dir"])
                 continue
             m["_dir"] = str(path.parent)
             exp.folds[m["fold"]] = m
-            exp.predictions[m["fold"]] = pd.read_csv(pred_path)
-    return dict(sorted(experiments.items()))
+            exp.predictions[m["fold"]] = predictions
+    by_name: dict[str, list[Experiment]] = {}
+    for exp in experiments.values():
+        by_name.setdefault(exp.name, []).append(exp)
+    for name, group in by_name.items():
+        for exp in group:
+            exp.label = name if exp.protocol == "loso" else f"{name} ({exp.protocol})"
+        same_protocol: dict[str, list[Experiment]] = {}
+        for exp in group:
+            same_protocol.setdefault(exp.protocol, []).append(exp)
+        for variants in same_protocol.values():
+            if len(variants) > 1:
+                keys = differing_keys([e.config for e in variants])
+                for exp in variants:
+                    flat = flatten(exp.config)
+                    exp.label += " [" + ", ".join(f"{k}={flat.get(k, '-')}" for k in keys) + "]"
+    return {e.key: e for e in sorted(experiments.values(), key=lambda e: e.key)}
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -104,15 +109,17 @@ def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
 
 def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
     folds = sorted(exp.folds) if folds is None else folds
+    n = len(exp.folds[folds[0]]["class_names"])
     pooled = pd.concat([exp.predictions[f] for f in folds], ignore_index=True)
-    per_fold = {f: scores(exp.predictions[f]["label"], exp.predictions[f]["pred"])["acc"] for f in folds}
+    per_fold = {f: prediction_scores(exp.predictions[f], n)["acc"] for f in folds}
     accs = np.array(list(per_fold.values()))
     expected = exp.expected_folds()
+    first = exp.folds[folds[0]]
     return dict(
-        experiment=exp.name, protocol=exp.protocol, modalities=exp.folds[folds[0]]["modalities"],
-        label=exp.folds[folds[0]]["label"], synthetic=exp.folds[folds[0]].get("synthetic"),
+        experiment=exp.key, name=exp.name, protocol=exp.protocol, config_hash=exp.config_hash,
+        modalities=first["modalities"], label=first["label"], dataset=first["dataset"],
         folds_found=len(folds), folds_expected=len(expected), missing_folds=sorted(set(expected) - set(exp.folds)),
-        pooled=scores(pooled["label"], pooled["pred"]),
+        pooled=prediction_scores(pooled, n),
         fold_acc_mean=float(accs.mean()), fold_acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
         per_fold_acc={int(k): v for k, v in per_fold.items()},
     )
@@ -175,18 +182,18 @@ def _pct(x: float | None) -> str:
 
 def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict | None, images: dict) -> str:
     lines = ["# fer-mm results", ""]
-    synthetic = {s["synthetic"] for s in summaries}
+    datasets = {s["dataset"] for s in summaries}
     lines += [f"Labels: {summaries[0]['label']}. Data: "
-              + ("the synthetic CREMA-D twin (not real CREMA-D)." if synthetic == {True} else
-                 "real CREMA-D." if synthetic == {False} else "mixed synthetic and real runs."),
+              + (f"{DATASET_TITLES[datasets.pop()]}." if len(datasets) == 1 else
+                 "mixed: " + ", ".join(DATASET_TITLES[d] for d in sorted(datasets)) + "."),
               "All protocols are speaker-independent; checkpoints were chosen on validation actors only.", "",
               "## Experiments", "",
-              "| experiment | protocol | inputs | folds | pooled acc % | fold acc % (mean ± sd) | UAR % | macro F1 % |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+              "| experiment | protocol | config | inputs | folds | pooled acc % | fold acc % (mean ± sd) | UAR % | macro F1 % |",
+              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for s in summaries:
         folds = f"{s['folds_found']}/{s['folds_expected']}"
-        lines.append(f"| {s['experiment']} | {s['protocol']} | {'+'.join(s['modalities'])} | {folds} | "
-                     f"{_pct(s['pooled']['acc'])} | {_pct(s['fold_acc_mean'])} ± {_pct(s['fold_acc_std'])} | "
+        lines.append(f"| {s['experiment']} | {s['protocol']} | `{s['config_hash']}` | {'+'.join(s['modalities'])} | "
+                     f"{folds} | {_pct(s['pooled']['acc'])} | {_pct(s['fold_acc_mean'])} ± {_pct(s['fold_acc_std'])} | "
                      f"{_pct(s['pooled']['uar'])} | {_pct(s['pooled']['f1'])} |")
     missing = [s for s in summaries if s["missing_folds"]]
     for s in missing:
@@ -302,7 +309,7 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
             humans["the test clips above"] = matched
     images = {}
     for s, exp in zip(summaries, experiments.values()):
-        name = f"confusion_{exp.name}_{exp.protocol}.png"
+        name = f"confusion_{exp.slug}.png"
         plot_confusion(np.array(s["pooled"]["confusion"]), f"{exp.key}: pooled over {s['folds_found']} folds",
                        out_dir / name)
         images[f"confusion matrix, {exp.key}"] = name
@@ -313,10 +320,17 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
     markdown = render_markdown(summaries, comparisons, humans, images)
     (out_dir / "results.md").write_text(markdown)
     if use_wandb is None:
-        use_wandb = any("wandb" in (exp.config(f).get("logger") or {}) for exp in experiments.values() for f in exp.folds)
+        use_wandb = any(_logged_to_wandb(m) for exp in experiments.values() for m in exp.folds.values())
     if use_wandb:
         _log_wandb(summaries, comparisons, out_dir, images)
     return results
+
+
+def _logged_to_wandb(record: dict) -> bool:
+    import yaml
+
+    path = Path(record["_dir"]) / "config.yaml"
+    return path.is_file() and "wandb" in (yaml.safe_load(path.read_text()).get("logger") or {})
 
 
 def _log_wandb(summaries: list[dict], comparisons: list[dict], out_dir: Path, images: dict) -> None:

@@ -1,33 +1,33 @@
 """``python -m fer_mm.train experiment=ar5_fusion [cv.fold=K]``: train and test one fold.
 
 Sweep the folds with Hydra's multirun: ``python -m fer_mm.train -m experiment=ar5_fusion
-cv.fold='range(0,12)'``. Each fold writes to its own folder (``experiments/<experiment>/<cv>/
-fold_<k>/``): the resolved config, checkpoints, ``metrics.json`` and ``predictions.csv``. A fold
-whose ``metrics.json`` exists is skipped, so an interrupted sweep resumes; a fold interrupted
-mid-training resumes from its ``last.ckpt``.
+cv.fold='range(0,12)'``. Each fold writes to its own folder,
+``experiments/<experiment>/<protocol>/<config hash>/fold_<k>/`` (see :mod:`fer_mm.runs`): the
+resolved config, checkpoints, ``metrics.json`` and ``predictions.csv``. A fold whose
+``metrics.json`` exists is skipped, so an interrupted sweep resumes; a fold interrupted
+mid-training resumes from its ``last.ckpt``. A changed config gets another folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 
 import hydra
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fer_mm.data.synthetic import SPEC_FILE
+from fer_mm.evaluation import predictions_table, read_run_record, run_record, write_run_record
 from fer_mm.files import write_atomic
+from fer_mm.runs import config_hash, register_resolvers, result_config
+from fer_mm.vocab import LABEL_SOURCE
 
 log = logging.getLogger("fer_mm.train")
-LABEL_SOURCE = "acted emotion (from the clip's file name)"
+register_resolvers()
 
 
 def _balanced_weights(labels: np.ndarray, num_classes: int) -> list[float]:
@@ -35,34 +35,43 @@ def _balanced_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     return (counts.sum() / (num_classes * np.maximum(counts, 1))).tolist()
 
 
-def _predictions(system, datamodule) -> pd.DataFrame:
-    out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in ("index", "label", "probs")}
-    clips = datamodule.cache.clips.iloc[out["index"]].reset_index(drop=True)
-    names = datamodule.class_names
-    pred = out["probs"].argmax(1)
-    frame = pd.DataFrame(dict(name=clips["name"], actor=clips["actor"], sentence=clips["sentence"],
-                              level=clips["level"], label=out["label"], label_name=[names[i] for i in out["label"]],
-                              pred=pred, pred_name=[names[i] for i in pred]))
-    for i, name in enumerate(names):
-        frame[f"p_{name}"] = out["probs"][:, i].round(6)
-    return frame.sort_values("name").reset_index(drop=True)
+def _claim_run_dir(run_dir: Path, cfg: DictConfig, run_hash: str) -> dict | None:
+    """The finished record to reuse, or None to (re)train here; never another config's results."""
+    saved = run_dir / "config.yaml"
+    if cfg.overwrite:
+        for stale in ("metrics.json", "predictions.csv"):
+            (run_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a re-run starts afresh, it does not resume
+    elif saved.is_file():
+        other = OmegaConf.load(saved).get("config_hash")
+        if other != run_hash:
+            raise RuntimeError(f"{run_dir} holds the results of another config (hash {other}, this one is {run_hash}); "
+                               f"choose another folder or pass overwrite=true to replace them")
+        if (run_dir / "metrics.json").is_file():
+            return read_run_record(run_dir)[0]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    write_atomic(saved, OmegaConf.to_yaml({"config_hash": run_hash, **resolved}))
+    if run_dir.parent.name == run_hash:  # the layout's config level: what the hash covers, once per config
+        write_atomic(run_dir.parent / "config.yaml", OmegaConf.to_yaml(result_config(cfg)))
+    return None
 
 
 def train(cfg: DictConfig) -> dict:
     """Train on the fold's training actors, select on its validation actors, test on its test actors."""
     run_dir = Path(cfg.paths.output_dir)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and not cfg.overwrite:
-        log.info("fold %s already done (%s exists): skipped; overwrite=true re-runs it", cfg.cv.fold, metrics_path)
-        return json.loads(metrics_path.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    run_hash = config_hash(cfg)
+    done = _claim_run_dir(run_dir, cfg, run_hash)
+    if done is not None:
+        log.info("fold %s of config %s already done (%s): skipped; overwrite=true re-runs it",
+                 cfg.cv.fold, run_hash, run_dir / "metrics.json")
+        return done
     pl.seed_everything(cfg.seed, workers=True)
     t0 = time.time()
 
     balanced = cfg.model.class_weights == "balanced"
     system = hydra.utils.instantiate(cfg.model, class_weights=None if balanced else cfg.model.class_weights)
-    datamodule = hydra.utils.instantiate(cfg.data, modalities=list(system.modalities))
+    datamodule = hydra.utils.instantiate(cfg.data, clip_spec=system.inputs.clip_spec)
     datamodule.prepare_data()
     datamodule.setup("fit")
     if balanced:  # known only once the split is made
@@ -70,16 +79,14 @@ def train(cfg: DictConfig) -> dict:
         system.class_weights = torch.tensor(_balanced_weights(labels, system.num_classes))
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    tags = [*system.modalities, cfg.cv.name]
+    tags = [*system.modalities, cfg.cv.name, run_hash]
     loggers = [hydra.utils.instantiate(c, **({"tags": tags} if "wandb" in c._target_ else {}))
                for c in (cfg.get("logger") or {}).values()]
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True)})
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     last = run_dir / "checkpoints" / "last.ckpt"
-    if cfg.overwrite and last.is_file():
-        shutil.rmtree(last.parent)  # a re-run starts afresh, it does not resume the old run
     resume = str(last) if last.is_file() and not trainer.fast_dev_run else None
     if resume:
         log.info("resuming fold %s from %s", cfg.cv.fold, resume)
@@ -89,24 +96,23 @@ def train(cfg: DictConfig) -> dict:
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     trainer.test(system, datamodule=datamodule, ckpt_path=best, verbose=False)
 
-    predictions = _predictions(system, datamodule)
-    names = list(datamodule.class_names)
-    confusion = system.test_confusion.compute().cpu().numpy()
-    recall = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in ("index", "label", "probs")}
+    predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out["probs"],
+                                    datamodule.class_names)
     split = datamodule.split
-    test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    metrics = dict(
+    record = run_record(
+        predictions=predictions, class_names=list(datamodule.class_names),
+        logged={k: v for k, v in trainer.callback_metrics.items()},
         experiment=cfg.task_name,
         fold=int(cfg.cv.fold),
+        folds_total=datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()),
         protocol=cfg.cv.name,
+        config_hash=run_hash,
         speaker_independent=True,
         label=LABEL_SOURCE,
+        dataset=datamodule.dataset_id,
         model=cfg.model.net.name,
         modalities=list(system.modalities),
-        **test_metrics,
-        per_class_recall=dict(zip(names, recall.round(6).tolist())),
-        confusion=confusion.tolist(),
-        class_names=names,
         n_clips=dict(train=len(datamodule.rows["train"]), val=len(datamodule.rows["val"]), test=len(predictions)),
         actors=dict(train=list(split.train), val=list(split.val), test=list(split.test)),
         best_checkpoint=best,
@@ -115,18 +121,17 @@ def train(cfg: DictConfig) -> dict:
         epochs=int(trainer.current_epoch),
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
-        synthetic=(datamodule.root / SPEC_FILE).is_file(),
         seconds=round(time.time() - t0, 1),
+        config=result_config(cfg),
     )
-    predictions.to_csv(run_dir / "predictions.csv", index=False)
-    write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")  # written last: marks the fold done
-    _print_summary(metrics, run_dir)
-    return metrics
+    write_run_record(run_dir, record, predictions)
+    _print_summary(record, run_dir)
+    return record
 
 
 def _print_summary(m: dict, run_dir: Path) -> None:
-    print(f"\n{m['experiment']}  {m['protocol']} fold {m['fold']}  test actors {m['actors']['test']}"
-          f"  ({m['n_clips']['test']} clips, {m['label']})")
+    print(f"\n{m['experiment']}  {m['protocol']} fold {m['fold']}  config {m['config_hash']}  test actors "
+          f"{m['actors']['test']}  ({m['n_clips']['test']} clips, {m['label']})")
     print("  " + "  ".join(f"{k} {m[k]:.4f}" for k in ("test/acc", "test/uar", "test/f1", "test/loss") if k in m))
     print(f"  checkpoint: {m['selected_by']}; run folder: {run_dir}\n")
 

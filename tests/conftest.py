@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic twin and its cache, made once per test session."""
+"""Shared fixtures: a tiny synthetic twin and its cache (made once per test session), configs
+composed as a run composes them, and the real CREMA-D metadata where it is present."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
 META = Path(__file__).resolve().parents[1].parent / "shared" / "crema_d_meta"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # 4 actors x sentence IEO (16 clips each): enough actors for train/val/test in every protocol.
 TWIN_ACTORS, TWIN_SENTENCES = 4, 1
@@ -21,6 +23,12 @@ def meta_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"real CREMA-D metadata not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def crema_meta():
+    """``crema_meta(name)``: a file of the real release's metadata; the test skips where it is absent."""
+    return meta_file
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +58,37 @@ def wandb_offline(tmp_path, monkeypatch):
     yield
     wandb.finish()
     wandb.teardown()
+
+
+@pytest.fixture(scope="session")
+def data_overrides(twin_root, twin_cache) -> list[str]:
+    """Overrides that point a run at the tiny twin and its cache, quietly, in small batches."""
+    return [f"data.root={twin_root}", f"data.cache_dir={twin_cache.path.parent}", "data.synthetic=null",
+            "data.progress=false", "data.batch_size=8", "trainer.enable_progress_bar=false"]
+
+
+def compose_run_config(output_dir: Path, overrides: list[str]):
+    """The job config of ``python -m fer_mm.train OVERRIDES``, writing to ``output_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from fer_mm.runs import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        del cfg["hydra"]  # as in a real run: the job's config holds no hydra node
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def make_cfg():
+    """``make_cfg(output_dir, overrides)``: see :func:`compose_run_config`."""
+    return compose_run_config

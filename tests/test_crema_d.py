@@ -5,7 +5,6 @@ from fer_mm.data.crema_d import (
     ACTORS, EMOTIONS, KNOWN_DEFECTS, index_from_names, parse_name, read_demographics, release_names, scan_root,
 )
 from fer_mm.data.synthetic import twin_names
-from tests.conftest import meta_file
 
 
 def test_parse_name_fields_and_errors():
@@ -17,8 +16,8 @@ def test_parse_name_fields_and_errors():
             parse_name(bad)
 
 
-def test_real_clip_names_index_counts():
-    names = meta_file("clip_names.txt").read_text().split()
+def test_real_clip_names_index_counts(crema_meta):
+    names = crema_meta("clip_names.txt").read_text().split()
     index, excluded = index_from_names(names, exclude_known_defects=False)
     assert len(index) == 7442 and not excluded
     assert index["actor"].nunique() == 91
@@ -29,8 +28,8 @@ def test_real_clip_names_index_counts():
     assert all(reason.startswith("known defect") for reason in excluded.values())
 
 
-def test_release_scheme_and_full_twin_match_the_real_names():
-    real = set(meta_file("clip_names.txt").read_text().split())
+def test_release_scheme_and_full_twin_match_the_real_names(crema_meta):
+    real = set(crema_meta("clip_names.txt").read_text().split())
     assert set(release_names()) == real
     assert set(twin_names(91, 12)) == real
 
@@ -44,8 +43,8 @@ def test_twin_subsets_are_release_subsets():
         twin_names(0, 1)
 
 
-def test_real_demographics():
-    demo = read_demographics(meta_file("VideoDemographics.csv"))
+def test_real_demographics(crema_meta):
+    demo = read_demographics(crema_meta("VideoDemographics.csv"))
     assert list(demo.index) == list(ACTORS)
     assert set(demo.columns) == {"age", "sex", "race", "ethnicity"}
     assert set(demo["sex"]) == {"Male", "Female"}

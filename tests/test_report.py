@@ -5,22 +5,21 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from fer_mm.evaluation import SCHEMA_VERSION
 from fer_mm.report import human_baseline, main as report_main
 from fer_mm.train import train
-from tests.conftest import meta_file
-from tests.test_train import data_overrides, make_cfg
 
 SWEEPS = {"ar2_video": [0, 1, 2], "ar5_audio_only": [0, 1, 3]}
 
 
 @pytest.fixture(scope="module")
-def sweeps(twin_root, twin_cache, tmp_path_factory):
+def sweeps(data_overrides, make_cfg, tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments")
     for experiment, folds in SWEEPS.items():
         for fold in folds:
             out = root / experiment / "loso" / f"fold_{fold}"
             cfg = make_cfg(out, [f"experiment={experiment}", "debug=limit", "logger=none", f"cv.fold={fold}",
-                                 "trainer.max_epochs=1", *data_overrides(twin_root, twin_cache)])
+                                 "trainer.max_epochs=1", *data_overrides])
             train(cfg)
     return root
 
@@ -66,8 +65,8 @@ def test_report_tables_match_independent_numbers(sweeps, tmp_path, capsys):
     assert (out / "confusion_ar5_audio_only_loso.png").stat().st_size > 1000
 
 
-def test_human_baseline_on_the_real_votes():
-    votes = meta_file("tabulatedVotes.csv")
+def test_human_baseline_on_the_real_votes(crema_meta):
+    votes = crema_meta("tabulatedVotes.csv")
     h = human_baseline(votes)
     # the paper's 40.9 / 58.2 / 63.6 %, recomputed from the released file
     assert h["voice"]["share"] == pytest.approx(0.409, abs=0.012)
@@ -78,17 +77,18 @@ def test_human_baseline_on_the_real_votes():
     assert one["voice"]["clips"] == 2 and 0 <= one["face"]["share"] <= 1
 
 
-def test_report_with_votes_adds_the_human_rows(sweeps, tmp_path):
-    votes = meta_file("tabulatedVotes.csv")
+def test_report_with_votes_adds_the_human_rows(sweeps, tmp_path, crema_meta):
+    votes = crema_meta("tabulatedVotes.csv")
     out = tmp_path / "r"
     report_main([str(sweeps / "ar2_video"), "--out", str(out), "--votes", str(votes), "--no-wandb"])
     text = (out / "results.md").read_text()
     assert "CREMA-D human raters" in text and "the test clips above" in text
 
 
-def _fake_fold(root, experiment, fold, correct_mask):
+def _fake_fold(root, experiment, fold, correct_mask, lr=1e-3):
     """A fold folder as train.py writes it, with a chosen pattern of correct predictions."""
-    out = root / experiment / "loso" / f"fold_{fold}"
+    config_hash = f"lr{lr:g}"
+    out = root / experiment / "loso" / config_hash / f"fold_{fold}"
     out.mkdir(parents=True)
     labels = np.arange(len(correct_mask)) % 6
     preds = np.where(correct_mask, labels, (labels + 1) % 6)
@@ -96,7 +96,9 @@ def _fake_fold(root, experiment, fold, correct_mask):
                       pred=preds)).to_csv(out / "predictions.csv", index=False)
     actors = list(range(1001, 1009))
     (out / "metrics.json").write_text(json.dumps(dict(
-        experiment=experiment, fold=fold, protocol="loso", modalities=["video"], label="acted", synthetic=True,
+        schema_version=SCHEMA_VERSION, experiment=experiment, fold=fold, folds_total=8, protocol="loso",
+        config_hash=config_hash, config={"model": {"optimizer": {"lr": lr}}, "seed": 0}, modalities=["video"],
+        label="acted", dataset="crema_d_twin", class_names=list("abcdef"),
         actors=dict(train=actors[:fold] + actors[fold + 1:], val=[], test=[actors[fold]]))))
 
 
@@ -124,3 +126,20 @@ def test_report_logs_a_wandb_summary_run_offline(tmp_path, wandb_offline):
     report_main([str(tmp_path / "runs"), "--out", str(out), "--wandb"])
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+def test_report_groups_runs_by_config_and_names_what_differs(tmp_path):
+    for lr, hits in ((1e-3, [10, 12, 14]), (5e-2, [5, 6, 7])):
+        for fold, h in enumerate(hits):
+            _fake_fold(tmp_path, "fusion", fold, np.arange(20) < h, lr=lr)
+    report_main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-wandb"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    by_name = {s["experiment"]: s for s in results["experiments"]}
+    assert set(by_name) == {"fusion [model.optimizer.lr=0.001]", "fusion [model.optimizer.lr=0.05]"}
+    assert by_name["fusion [model.optimizer.lr=0.001]"]["pooled"]["acc"] == pytest.approx(36 / 60)
+    assert by_name["fusion [model.optimizer.lr=0.05]"]["pooled"]["acc"] == pytest.approx(18 / 60)
+    assert all(s["folds_found"] == 3 and s["folds_expected"] == 8 for s in by_name.values())
+    [c] = results["comparisons"]  # the two configs are compared with each other
+    assert c["pooled_acc_diff"] == pytest.approx(36 / 60 - 18 / 60) or c["pooled_acc_diff"] == pytest.approx(18 / 60 - 36 / 60)
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "`lr0.001`" in text and "fusion [model.optimizer.lr=0.05]" in text

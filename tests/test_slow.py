@@ -6,7 +6,6 @@ import pytest
 from fer_mm.data.cache import build_cache
 from fer_mm.data.synthetic import generate
 from fer_mm.train import train
-from tests.test_train import make_cfg
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +17,7 @@ def default_twin(tmp_path_factory):
 
 
 @pytest.mark.parametrize("experiment", ["ar5_video_only", "ar5_audio_only", "ar5_fusion"])
-def test_each_modality_beats_chance_on_an_unseen_actor(experiment, default_twin, tmp_path):
+def test_each_modality_beats_chance_on_an_unseen_actor(experiment, default_twin, tmp_path, make_cfg):
     root, cache = default_twin
     cfg = make_cfg(tmp_path, [f"experiment={experiment}", "logger=none", f"data.root={root}",
                               f"data.cache_dir={cache.path.parent}", "data.synthetic=null", "data.progress=false",

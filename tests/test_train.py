@@ -6,10 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from fer_mm.train import train
 
@@ -17,26 +14,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def data_overrides(twin_root, twin_cache) -> list[str]:
-    return [f"data.root={twin_root}", f"data.cache_dir={twin_cache.path.parent}", "data.synthetic=null",
-            "data.progress=false", "data.batch_size=8", "trainer.enable_progress_bar=false"]
-
-
-def make_cfg(tmp_path, overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path)
-        del cfg["hydra"]  # as in a real run: the job's config holds no hydra node
-    return cfg
-
-
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_trains_a_step(experiment, twin_root, twin_cache, tmp_path):
-    cfg = make_cfg(tmp_path, [f"experiment={experiment}", "debug=fast", *data_overrides(twin_root, twin_cache)])
+def test_every_experiment_trains_a_step(experiment, tmp_path, data_overrides, make_cfg):
+    cfg = make_cfg(tmp_path, [f"experiment={experiment}", "debug=fast", *data_overrides])
     assert cfg.task_name == experiment
     metrics = train(cfg)
     assert 0 <= metrics["test/acc"] <= 1 and metrics["experiment"] == experiment
@@ -44,9 +24,9 @@ def test_every_experiment_trains_a_step(experiment, twin_root, twin_cache, tmp_p
     assert len(predictions) == 8 and set(predictions["actor"]) == {1001}  # fast_dev_run: one test batch
 
 
-def test_outputs_trace_the_fold(twin_root, twin_cache, tmp_path):
+def test_outputs_trace_the_fold(tmp_path, data_overrides, make_cfg):
     cfg = make_cfg(tmp_path, ["experiment=ar2_video", "debug=limit", "logger=csv", "cv.fold=2",
-                              *data_overrides(twin_root, twin_cache)])
+                              *data_overrides])
     m = train(cfg)
     assert m["actors"]["test"] == [1003] and not set(m["actors"]["test"]) & set(m["actors"]["train"] + m["actors"]["val"])
     assert m["selected_by"] == "val/uar on validation actors" and Path(m["best_checkpoint"]).is_file()
@@ -64,11 +44,11 @@ def test_outputs_trace_the_fold(twin_root, twin_cache, tmp_path):
     assert system.net.modalities == ("video",)
 
 
-def test_same_config_same_results(twin_root, twin_cache, tmp_path):
+def test_same_config_same_results(tmp_path, data_overrides, make_cfg):
     results = []
     for run in ("a", "b"):
         cfg = make_cfg(tmp_path / run, ["experiment=ar5_fusion", "debug=limit", "logger=none",
-                                        *data_overrides(twin_root, twin_cache)])
+                                        *data_overrides])
         results.append((train(cfg), pd.read_csv(tmp_path / run / "predictions.csv")))
     (a, pa), (b, pb) = results
     for key in ("test/acc", "test/uar", "test/f1", "test/loss"):
@@ -76,54 +56,81 @@ def test_same_config_same_results(twin_root, twin_cache, tmp_path):
     pd.testing.assert_frame_equal(pa, pb)
 
 
-def test_wandb_runs_offline_without_a_key(twin_root, twin_cache, tmp_path, wandb_offline):
+def test_wandb_runs_offline_without_a_key(tmp_path, wandb_offline, data_overrides, make_cfg):
     cfg = make_cfg(tmp_path / "run", ["experiment=ar5_video_only", "debug=fast", "logger=wandb",
-                                      *data_overrides(twin_root, twin_cache)])
+                                      *data_overrides])
     train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
 
 
-def test_loso_multirun_one_folder_per_fold_and_rerun_skips(twin_root, twin_cache, tmp_path):
-    cmd = [sys.executable, "-m", "fer_mm.train", "-m", "experiment=ar2_video", "debug=limit", "logger=none",
-           "cv.fold=0,1,2", f"paths.log_dir={tmp_path}", *data_overrides(twin_root, twin_cache)]
+def _train_cli(args, cwd):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    out = subprocess.run([sys.executable, "-m", "fer_mm.train", *args], capture_output=True, text=True, env=env, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def test_hyperparameter_by_fold_multirun_one_folder_each_and_rerun_skips(tmp_path, data_overrides):
+    base = ["experiment=ar2_video", "debug=limit", "logger=none", f"paths.log_dir={tmp_path}", *data_overrides]
+    log = _train_cli(["-m", "model.optimizer.lr=1e-3,5e-2", "cv.fold=0,1", *base], tmp_path)
     sweep = tmp_path / "ar2_video" / "loso"
-    folds = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.startswith("fold_"))
-    assert folds == ["fold_0", "fold_1", "fold_2"]
-    tests = [json.loads((sweep / f / "metrics.json").read_text())["actors"]["test"] for f in folds]
-    assert tests == [[1001], [1002], [1003]]
-    stamps = [(sweep / f / "metrics.json").stat().st_mtime_ns for f in folds]
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("already done") + second.stderr.count("already done") == 3
-    assert stamps == [(sweep / f / "metrics.json").stat().st_mtime_ns for f in folds]
+    configs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(configs) == 2, log[-2000:]  # one folder per config ...
+    lrs = set()
+    for config in configs:
+        assert sorted(p.name for p in config.iterdir() if p.is_dir()) == ["fold_0", "fold_1"]  # ... and per fold
+        records = [json.loads((config / f / "metrics.json").read_text()) for f in ("fold_0", "fold_1")]
+        assert [r["actors"]["test"] for r in records] == [[1001], [1002]]
+        assert {r["config_hash"] for r in records} == {config.name}
+        lrs.add(records[0]["config"]["model"]["optimizer"]["lr"])
+        assert (config / "config.yaml").is_file()  # what the hash covers
+    assert lrs == {1e-3, 5e-2}
+    stamps = sorted(p.stat().st_mtime_ns for p in sweep.rglob("metrics.json"))
+    # the same configs again, one as a single run with the default lr spelled another way: all skipped
+    again = _train_cli(["-m", "model.optimizer.lr=0.05,0.001", "cv.fold=0,1", *base], tmp_path)
+    single = _train_cli(["cv.fold=1", *base], tmp_path)
+    assert again.count("already done") == 4 and single.count("already done") == 1
+    assert stamps == sorted(p.stat().st_mtime_ns for p in sweep.rglob("metrics.json"))
 
 
-def test_wrong_config_names_the_key(twin_root, twin_cache, tmp_path):
-    cfg = make_cfg(tmp_path, ["experiment=ar1_video", "debug=fast", "cv.fold=7", *data_overrides(twin_root, twin_cache)])
+def test_changed_config_never_reuses_results(tmp_path, data_overrides, make_cfg):
+    first = train(make_cfg(tmp_path, ["experiment=ar2_video", "debug=limit", "logger=none", *data_overrides]))
+    same = ["logger=csv", "data.num_workers=2", "trainer.log_every_n_steps=1"]  # logging and workers: same config
+    assert train(make_cfg(tmp_path, ["experiment=ar2_video", "debug=limit", *data_overrides, *same])) == first
+    changed = make_cfg(tmp_path, ["experiment=ar2_video", "debug=limit", "logger=none", "model.optimizer.lr=0.05",
+                                  *data_overrides])
+    with pytest.raises(RuntimeError, match="holds the results of another config"):
+        train(changed)  # forced into the first run's folder: refused, not reused
+    with open_dict(changed):
+        changed.overwrite = True
+    replaced = train(changed)
+    assert replaced["config_hash"] != first["config_hash"]
+    assert replaced["config"]["model"]["optimizer"]["lr"] == 0.05
+
+
+def test_wrong_config_names_the_key(tmp_path, data_overrides, make_cfg):
+    cfg = make_cfg(tmp_path, ["experiment=ar1_video", "debug=fast", "cv.fold=7", *data_overrides])
     with pytest.raises(ValueError, match="cv.fold=7"):
         train(cfg)
     with pytest.raises(Exception, match="model.name='nope'"):
-        train(make_cfg(tmp_path / "b", ["debug=fast", "model.net.name=nope", *data_overrides(twin_root, twin_cache)]))
+        train(make_cfg(tmp_path / "b", ["debug=fast", "model.net.name=nope", *data_overrides]))
 
 
 @pytest.mark.parametrize("cv", ["speaker_kfold", "split"])
-def test_other_protocols_train(cv, twin_root, twin_cache, tmp_path):
+def test_other_protocols_train(cv, tmp_path, data_overrides, make_cfg):
     extra = ["cv.protocol.k=2"] if cv == "speaker_kfold" else []
     cfg = make_cfg(tmp_path, ["experiment=ar2_video", "debug=fast", f"cv={cv}", *extra,
-                              *data_overrides(twin_root, twin_cache)])
+                              *data_overrides])
     m = train(cfg)
     parts = m["actors"]
     assert m["protocol"] == cv and parts["test"] and parts["val"] and parts["train"]
     assert not set(parts["test"]) & set(parts["train"] + parts["val"])
 
 
-def test_logmel_frontend_runs_on_the_device_side(twin_root, twin_cache, tmp_path):
-    cfg = make_cfg(tmp_path, ["experiment=ar5_audio_only", "debug=fast", "data.audio.frontend=logmel",
-                              *data_overrides(twin_root, twin_cache)])
+def test_logmel_frontend_runs_on_the_device_side(tmp_path, data_overrides, make_cfg):
+    cfg = make_cfg(tmp_path, ["experiment=ar5_audio_only", "debug=fast", "model.inputs.audio.frontend=logmel",
+                              *data_overrides])
     assert 0 <= train(cfg)["test/acc"] <= 1
 
 
@@ -134,19 +141,22 @@ def test_logmel_frontend_runs_on_the_device_side(twin_root, twin_cache, tmp_path
     (["trainer=ddp"], "trainer.strategy", "ddp"),
 ])
 def test_launcher_and_device_configs_compose(overrides, key, expected):
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fer_mm.runs import config_hash
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=ar5_fusion", *overrides], return_hydra_config=True)
     assert expected in str(OmegaConf.select(cfg, key))
-    assert cfg.hydra.sweep.subdir == "fold_0"  # sweep folders are named by fold
+    assert cfg.hydra.sweep.subdir == f"{config_hash(cfg)}/fold_0"  # sweep folders: config, then fold
 
 
-def test_class_weights_balanced_and_checked(twin_root, twin_cache, tmp_path):
+def test_class_weights_balanced_and_checked(tmp_path, data_overrides, make_cfg):
     cfg = make_cfg(tmp_path / "a", ["experiment=ar2_video", "debug=fast", "model.class_weights=balanced",
-                                    *data_overrides(twin_root, twin_cache)])
+                                    *data_overrides])
     assert 0 <= train(cfg)["test/acc"] <= 1
     cfg = make_cfg(tmp_path / "b", ["experiment=ar2_video", "debug=fast", "model.class_weights=[1,2,3]",
-                                    *data_overrides(twin_root, twin_cache)])
+                                    *data_overrides])
     with pytest.raises(Exception, match="model.class_weights has 3 values for 6 classes"):
         train(cfg)

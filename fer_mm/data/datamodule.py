@@ -1,40 +1,37 @@
-"""LightningDataModule: the cache, read through a speaker-independent protocol."""
+"""LightningDataModule: the cache, read through a speaker-independent protocol.
+
+It delivers raw clip tensors (see :mod:`fer_mm.data.clips`); what the network takes is decided
+by the model side, whose :class:`~fer_mm.data.clips.ClipSpec` is passed in as ``clip_spec``.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fer_mm.data.audio import int16_to_float, make_frontend
 from fer_mm.data.cache import ClipCache, PreprocessParams, build_cache, cache_path
-from fer_mm.data.crema_d import EMOTION_NAMES, VIDEO_DIR
+from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
+from fer_mm.data.crema_d import VIDEO_DIR
 from fer_mm.data.protocols import LeaveOneSubjectOut, Protocol, Split
-from fer_mm.data.video import sample_frame_indices
+from fer_mm.data.synthetic import SPEC_FILE
+from fer_mm.vocab import CREMA_D, CREMA_D_TWIN, EMOTION_NAMES
 
 log = logging.getLogger(__name__)
-MODALITIES = ("video", "audio")
+LOADERS = ("resident", "workers")
 
 
 class ClipDataset(Dataset):
-    """Cached clips as model inputs.
+    """Cached clips as raw tensors, one clip per item (:func:`~fer_mm.data.clips.clip_item`),
+    with ``label`` and ``index`` (row in the cache). ``train`` jitters the frames."""
 
-    Each item: ``video`` [T, H, W] float, normalised as (x - 127) / 128; ``audio`` either a
-    spectrogram [1, F, W] (CPU front-end) or a zero-padded waveform [S] with ``audio_length``
-    (device front-end); ``label``; ``index`` (row in the cache, for predictions). With
-    ``train=True``, frames are jittered within their segments and noise is added to the audio.
-    """
-
-    def __init__(self, cache: ClipCache, rows: Sequence[int], frames: int, train: bool, frontend,
-                 modalities: Sequence[str] = MODALITIES, max_audio_samples: int = 80_000, temporal_jitter: bool = True):
-        self.cache, self.rows, self.frames, self.train = cache, np.asarray(rows), frames, train
-        self.frontend, self.modalities, self.max_audio_samples = frontend, tuple(modalities), max_audio_samples
+    def __init__(self, cache: ClipCache, rows, spec: ClipSpec, train: bool, temporal_jitter: bool = True):
+        self.cache, self.rows, self.spec, self.train = cache, np.asarray(rows), spec, train
         self.temporal_jitter = temporal_jitter
         self.labels = cache.clips["label"].to_numpy()
 
@@ -44,28 +41,14 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         row = int(self.rows[i])
         # drawn from torch's generator, which Lightning seeds per worker: runs are repeatable
-        rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,)))) if self.train else None
-        item = dict(label=int(self.labels[row]), index=row)
-        if "video" in self.modalities:
-            clip = self.cache.video(row)
-            idx = sample_frame_indices(len(clip), self.frames, rng if self.temporal_jitter else None)
-            item["video"] = (torch.from_numpy(clip[idx].astype(np.float32)) - 127.0) / 128.0
-        if "audio" in self.modalities:
-            pcm = self.cache.audio(row)
-            if self.frontend.device_side:
-                wave = np.zeros(self.max_audio_samples, np.float32)
-                start = max(0, (len(pcm) - self.max_audio_samples) // 2)  # centre crop of over-long clips
-                part = int16_to_float(pcm[start : start + self.max_audio_samples].astype(np.float32))
-                wave[: len(part)] = part
-                item["audio"], item["audio_length"] = torch.from_numpy(wave), len(part)
-            else:
-                spec = self.frontend(int16_to_float(pcm.astype(np.float32)), rng)
-                item["audio"] = torch.from_numpy(np.ascontiguousarray(spec))
-        return item
+        jitter = self.train and self.temporal_jitter
+        rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,)))) if jitter else None
+        item = clip_item(self.cache.video(row), self.cache.audio(row), self.spec, rng)
+        return dict(item, label=int(self.labels[row]), index=row)
 
 
 class CremaDDataModule(pl.LightningDataModule):
-    """CREMA-D (or its synthetic twin) -> cache -> protocol split -> batches.
+    """CREMA-D (or its synthetic twin) -> cache -> protocol split -> batches of raw clip tensors.
 
     Args:
         root: CREMA-D root (holds ``VideoFlash/``, ``AudioWAV/``, ``VideoDemographics.csv``).
@@ -74,31 +57,39 @@ class CremaDDataModule(pl.LightningDataModule):
             has no clips yet, the twin is generated there first. ``None`` for real data.
         preprocess: :class:`PreprocessParams` fields.
         protocol: a speaker-independent protocol; ``fold`` picks its fold.
-        frames: frames per clip stacked as channels (T).
-        audio: front-end name (``scipy`` or ``logmel``) and its arguments.
-        modalities: which inputs batches carry (``video``, ``audio``).
+        clip_spec: what the model needs from each clip (its ``ModelInputs.clip_spec``); only
+            preparing the cache works without it.
+        temporal_jitter: jitter the sampled frames in training.
+        loader: ``resident`` (the cache held in device memory, batches gathered with tensor
+            ops, no worker processes) or ``workers`` (a DataLoader, one clip per item).
+        resident_memory: ``auto``, ``device`` or ``host`` (see :class:`ResidentClips`).
+        batch_size, num_workers: batches; ``num_workers`` is for ``loader=workers``.
+        preprocess_workers: processes for preprocessing (0: all cores).
     """
 
     def __init__(self, root: str, cache_dir: str, synthetic: dict | None = None, preprocess: dict | None = None,
-                 protocol: Protocol | None = None, fold: int = 0, frames: int = 20, temporal_jitter: bool = True,
-                 audio: dict | None = None, max_audio_seconds: float = 5.0, modalities: Sequence[str] = MODALITIES,
+                 protocol: Protocol | None = None, fold: int = 0, clip_spec: ClipSpec | None = None,
+                 temporal_jitter: bool = True, loader: str = "resident", resident_memory: str = "auto",
                  batch_size: int = 32, num_workers: int = 0, preprocess_workers: int = 0, progress: bool = True):
         super().__init__()
-        bad = set(modalities) - set(MODALITIES)
-        if bad or not modalities:
-            raise ValueError(f"data.modalities={list(modalities)}: use one or both of {list(MODALITIES)}")
+        if loader not in LOADERS:
+            raise ValueError(f"data.loader={loader!r}: use one of {list(LOADERS)}")
         self.root, self.cache_dir, self.synthetic = Path(root), Path(cache_dir), synthetic
         self.params = PreprocessParams(**(preprocess or {}))
-        self.protocol, self.fold = protocol or LeaveOneSubjectOut(), int(fold)
-        self.frames, self.temporal_jitter, self.modalities = frames, temporal_jitter, tuple(modalities)
-        audio = dict(audio or {"frontend": "scipy"})
-        self.frontend = make_frontend(audio.pop("frontend"), **audio)
-        self.max_audio_samples = int(max_audio_seconds * self.params.sample_rate)
+        if isinstance(clip_spec, dict):  # Hydra's instantiate passes dataclass arguments on as dicts
+            clip_spec = ClipSpec(**clip_spec)
+        self.protocol, self.fold, self.clip_spec = protocol or LeaveOneSubjectOut(), int(fold), clip_spec
+        self.temporal_jitter, self.loader, self.resident_memory = temporal_jitter, loader, resident_memory
         self.batch_size, self.num_workers = batch_size, num_workers
         self.preprocess_workers, self.progress = preprocess_workers, progress
         self.class_names = EMOTION_NAMES
         self.cache: ClipCache | None = None
         self.split: Split | None = None
+        self._resident: ResidentClips | None = None
+
+    @property
+    def dataset_id(self) -> str:
+        return CREMA_D_TWIN if (self.root / SPEC_FILE).is_file() else CREMA_D
 
     # disk work: runs once per node
     def prepare_data(self) -> ClipCache:
@@ -119,6 +110,11 @@ class CremaDDataModule(pl.LightningDataModule):
                            progress=self.progress)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.clip_spec is None:
+            raise ValueError("the datamodule needs clip_spec (the model's ModelInputs.clip_spec) to make batches")
+        if self.clip_spec.sample_rate != self.params.sample_rate:
+            raise ValueError(f"model.inputs.sample_rate={self.clip_spec.sample_rate} differs from the cache's "
+                             f"data.preprocess.sample_rate={self.params.sample_rate}")
         if self.cache is None:
             self.cache = ClipCache(cache_path(self.root, self.cache_dir, self.params))
         clips = self.cache.clips
@@ -130,11 +126,21 @@ class CremaDDataModule(pl.LightningDataModule):
                 raise ValueError(f"fold {self.fold}: the {part} part has no clips (actors {getattr(self.split, part)})")
 
     def dataset(self, part: str) -> ClipDataset:
-        return ClipDataset(self.cache, self.rows[part], self.frames, part == "train", self.frontend, self.modalities,
-                           self.max_audio_samples, self.temporal_jitter)
+        return ClipDataset(self.cache, self.rows[part], self.clip_spec, part == "train", self.temporal_jitter)
 
-    def _loader(self, part: str) -> DataLoader:
-        return DataLoader(self.dataset(part), batch_size=self.batch_size, shuffle=part == "train",
+    def resident(self) -> ResidentClips:
+        """The cache in memory on the trainer's device, loaded once per process."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self._resident is None or self._resident.device != device:
+            self._resident = ResidentClips(self.cache, self.clip_spec, device, self.resident_memory)
+        return self._resident
+
+    def _loader(self, part: str):
+        train = part == "train"
+        if self.loader == "resident":
+            return ResidentLoader(self.resident(), self.rows[part], self.batch_size, train,
+                                  jitter=train and self.temporal_jitter)
+        return DataLoader(self.dataset(part), batch_size=self.batch_size, shuffle=train,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
 
@@ -149,11 +155,3 @@ class CremaDDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader("test")
-
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Batched device-side audio front-end (log-mel), with noise in training only."""
-        if "audio" in batch and self.frontend.device_side:
-            self.frontend.to(batch["audio"].device)
-            training = self.trainer is not None and self.trainer.training
-            batch["audio"] = self.frontend(batch["audio"], batch["audio_length"], augment=training)
-        return batch

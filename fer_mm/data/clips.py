@@ -1,0 +1,173 @@
+"""Cached clips -> the raw tensors a model's inputs start from: sampled face frames and a waveform.
+
+The data side delivers, per clip, ``video``: T face frames, uint8 ``[T, H, W]`` (evenly spaced;
+jittered within their segments in training) and ``audio``: the waveform as float in [-1, 1],
+``[S]`` zero-padded (over-long clips centre-cropped) with ``audio_length``, the valid samples.
+What the network then takes (normalisation, the spectrogram) belongs to the model side
+(:class:`fer_mm.models.inputs.ModelInputs`), which states what it needs as a :class:`ClipSpec`.
+
+Two ways to assemble batches, same contract and same values:
+- :func:`clip_item` per clip (DataLoader workers, inference on a new video);
+- :class:`ResidentClips`: the whole cache held once per process in device (or pinned host)
+  memory, each batch gathered there with batched tensor ops: no worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fer_mm.data.audio import int16_to_float
+from fer_mm.data.cache import ClipCache
+from fer_mm.data.video import sample_frame_indices
+from fer_mm.vocab import AUDIO, VIDEO
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a model needs from each clip."""
+
+    modalities: tuple[str, ...]
+    frames: int  # T
+    sample_rate: int
+    max_audio_samples: int  # S
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+
+
+def audio_window(n_samples: int, max_samples: int) -> tuple[int, int]:
+    """(start, length) of the part of a clip's waveform that is used: centred when too long."""
+    start = max(0, (n_samples - max_samples) // 2)
+    return start, min(n_samples, max_samples)
+
+
+def clip_item(faces: np.ndarray, pcm: np.ndarray, spec: ClipSpec, rng: np.random.Generator | None = None) -> dict:
+    """One clip's raw tensors from all its face frames ``[N, H, W]`` uint8 and its int16 waveform.
+
+    ``rng`` jitters the frames (training); without it the frames are the method's exact evenly
+    spaced ones.
+    """
+    item = {}
+    if VIDEO in spec.modalities:
+        item[VIDEO] = torch.from_numpy(np.ascontiguousarray(faces[sample_frame_indices(len(faces), spec.frames, rng)]))
+    if AUDIO in spec.modalities:
+        start, n = audio_window(len(pcm), spec.max_audio_samples)
+        wave = np.zeros(spec.max_audio_samples, np.float32)
+        wave[:n] = int16_to_float(pcm[start : start + n])
+        item[AUDIO], item["audio_length"] = torch.from_numpy(wave), n
+    return item
+
+
+def _fits(nbytes: int, device: torch.device, share: float = 0.5) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < share * free
+
+
+class ResidentClips:
+    """A cache's clips held once per process in memory, batches gathered with tensor ops.
+
+    Args:
+        cache: the preprocessing cache.
+        spec: what the model needs (only its modalities are loaded).
+        device: where batches are made.
+        memory: ``device`` (the cache moves to the device), ``host`` (stays in host memory,
+            pinned on CUDA; each batch is gathered there and copied), or ``auto`` (device when
+            the cache takes under half of the free device memory, else host).
+    """
+
+    def __init__(self, cache: ClipCache, spec: ClipSpec, device: torch.device | str = "cpu", memory: str = "auto"):
+        if memory not in ("auto", "device", "host"):
+            raise ValueError(f"data.resident_memory={memory!r}: use auto, device or host")
+        self.spec, self.device = spec, torch.device(device)
+        arrays = {}
+        if VIDEO in spec.modalities:
+            arrays["video"] = cache._video
+        if AUDIO in spec.modalities:
+            arrays["audio"] = cache._audio
+        nbytes = sum(a.nbytes for a in arrays.values())
+        on_device = self.device.type == "cpu" or memory == "device" or (
+            memory == "auto" and self.device.type == "cuda" and _fits(nbytes, self.device))
+        self.store = self.device if on_device else torch.device("cpu")
+        pin = self.device.type == "cuda" and not on_device
+        log.info("resident clips: %.2f GB of %s in %s memory%s", nbytes / 1e9, "+".join(arrays),
+                 self.device if on_device else "host", " (pinned)" if pin else "")
+        self.arrays = {}
+        for key, array in arrays.items():
+            with warnings.catch_warnings():  # the map is read-only, and nothing here writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.from_numpy(array)
+            # on the CPU the memory map itself is used (the page cache is shared between processes);
+            # a device or pinned copy is made once
+            self.arrays[key] = t.pin_memory() if pin else t.to(self.store)
+        clips = cache.clips
+        as_tensor = lambda col: torch.as_tensor(clips[col].to_numpy(np.int64), device=self.store)  # noqa: E731
+        self.video_offset, self.n_frames = as_tensor("video_offset"), as_tensor("n_frames")
+        self.audio_offset, self.n_samples = as_tensor("audio_offset"), as_tensor("n_samples")
+        self.labels = as_tensor("label")
+
+    def batch(self, rows: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> dict:
+        """The batch of cache rows ``rows``: the same keys, shapes, dtypes and values as
+        :func:`clip_item` collated (``train`` jitters the frames, drawn from ``generator``).
+
+        ``label`` and ``index`` are int64, as a DataLoader collates them."""
+        rows = rows.to(self.store)
+        out = dict(label=self.labels[rows], index=rows)
+        spec = self.spec
+        if VIDEO in spec.modalities:
+            n = self.n_frames[rows][:, None]
+            k = torch.arange(spec.frames, device=self.store)[None]
+            if train:
+                u = torch.rand(len(rows), spec.frames, generator=generator, device=self.store, dtype=torch.float64)
+                # frame k drawn uniformly from the k-th of T equal segments, as sample_frame_indices
+                picks = torch.minimum(((k + u) * n / spec.frames).floor().long(), n - 1)
+            else:  # np.linspace(0, n - 1, T).round(), the method's evenly spaced frames
+                step = (n - 1).double() / max(spec.frames - 1, 1)
+                picks = (k * step).round().long()
+                if spec.frames > 1:
+                    picks[:, -1] = n[:, 0] - 1  # linspace ends exactly on its stop
+            index = (self.video_offset[rows][:, None] + picks).reshape(-1)
+            frames = self.arrays["video"].index_select(0, index)
+            out[VIDEO] = frames.reshape(len(rows), spec.frames, *frames.shape[1:])
+        if AUDIO in spec.modalities:
+            total = self.n_samples[rows]
+            start = ((total - spec.max_audio_samples) // 2).clamp(min=0)
+            length = total.clamp(max=spec.max_audio_samples)
+            s = torch.arange(spec.max_audio_samples, device=self.store)[None]
+            valid = s < length[:, None]
+            index = torch.where(valid, self.audio_offset[rows][:, None] + start[:, None] + s, 0)
+            pcm = self.arrays["audio"][index.reshape(-1)].reshape(index.shape)
+            out[AUDIO] = int16_to_float(pcm.float()) * valid
+            out["audio_length"] = length
+        if self.store != self.device:
+            out = {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
+        return out
+
+
+class ResidentLoader:
+    """Batches of some rows of a :class:`ResidentClips`, in place of a DataLoader.
+
+    Shuffles in training with its own generator (seeded from torch's, so seeded runs repeat);
+    evaluation keeps the rows' order.
+    """
+
+    def __init__(self, clips: ResidentClips, rows: np.ndarray, batch_size: int, train: bool, jitter: bool = True):
+        self.clips, self.batch_size, self.train, self.jitter = clips, batch_size, train, jitter
+        self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        self.generator = torch.Generator(clips.store).manual_seed(int(torch.randint(2**62, (1,)))) if train else None
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self):
+        rows = self.rows.to(self.clips.store)
+        if self.train:
+            rows = rows[torch.randperm(len(rows), generator=self.generator, device=self.clips.store)]
+        for i in range(0, len(rows), self.batch_size):
+            yield self.clips.batch(rows[i : i + self.batch_size], self.train and self.jitter, self.generator)

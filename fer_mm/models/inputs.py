@@ -1,0 +1,65 @@
+"""What a model does to a clip before its network sees it: part of the model, saved with it.
+
+The data side delivers sampled face frames (uint8) and a waveform (float, zero-padded, with its
+valid length); :class:`ModelInputs` turns them into the network's inputs. It belongs to the
+model, not the data, so a checkpoint carries it (the system saves its arguments) and inference
+on a new video applies exactly what training applied.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fer_mm.data.audio import make_frontend
+from fer_mm.data.clips import ClipSpec
+from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
+
+PIXEL_CENTRE, PIXEL_SCALE = 127.0, 128.0  # uint8 faces -> about [-1, 1]
+
+
+class ModelInputs(nn.Module):
+    """Raw clip tensors -> the network's inputs.
+
+    ``video`` uint8 ``[B, T, H, W]`` -> float ``(x - 127) / 128``; ``audio`` float ``[B, S]``
+    with ``audio_length`` ``[B]`` -> the front-end's image ``[B, 1, n_freq, n_time]``, with fresh
+    Gaussian noise on the samples when ``augment`` (training).
+
+    Args:
+        modalities: the inputs the network reads.
+        frames: T, face frames per clip (evenly spaced; jittered by the data side in training).
+        sample_rate: the waveform's rate; must equal the cache's.
+        max_audio_seconds: S / sample_rate: longer clips are centre-cropped, shorter ones padded.
+        audio: the front-end: ``frontend`` (``scipy``: the method's spectrogram, or ``logmel``)
+            and its arguments.
+    """
+
+    def __init__(self, modalities: Sequence[str], frames: int = 20, sample_rate: int = 16_000,
+                 max_audio_seconds: float = 5.0, audio: dict | None = None):
+        super().__init__()
+        self.modalities = ordered_modalities(modalities, "model.net.modalities")
+        if frames < 1:
+            raise ValueError(f"model.inputs.frames must be at least 1, got {frames}")
+        self.frames, self.sample_rate = int(frames), int(sample_rate)
+        self.max_audio_samples = int(round(max_audio_seconds * sample_rate))
+        audio = dict(audio or {"frontend": "scipy"})
+        self.frontend = make_frontend(audio.pop("frontend", "scipy"), sample_rate=self.sample_rate, **audio) \
+            if AUDIO in self.modalities else None
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        return ClipSpec(self.modalities, self.frames, self.sample_rate, self.max_audio_samples)
+
+    def forward(self, batch: dict, augment: bool = False) -> dict[str, Tensor]:
+        out = {}
+        if VIDEO in self.modalities:
+            out[VIDEO] = (batch[VIDEO].float() - PIXEL_CENTRE) / PIXEL_SCALE
+        if AUDIO in self.modalities:
+            out[AUDIO] = self.frontend(batch[AUDIO].float(), batch["audio_length"], augment=augment)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"modalities={list(self.modalities)}, frames={self.frames}, sample_rate={self.sample_rate}, " \
+               f"max_audio_samples={self.max_audio_samples}"

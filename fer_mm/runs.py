@@ -1,0 +1,130 @@
+"""Run identity: which config a run folder holds.
+
+A run is identified by what shaped its result: experiment, protocol, fold, and a short hash of
+the resolved config's result-relevant keys (:func:`config_hash`). The folder layout is
+``experiments/<experiment>/<protocol>/<hash>/fold_<k>/``, so a changed config never reuses or
+resumes another config's results, and a sweep over hyperparameters x folds gives one folder
+per config x fold. Keys that only say where things go or how the run reports itself are left
+out of the hash (:data:`IGNORED_KEYS`): logging, progress, paths, worker counts, ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+HASH_LENGTH = 8
+# dotted keys; a ``*`` matches any one key
+IGNORED_KEYS = (
+    "hydra", "paths", "logger", "overwrite", "task_name",
+    "cv.fold", "data.fold",  # the fold is a level of the layout of its own
+    "data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress",
+    "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.log_every_n_steps", "callbacks.*.dirpath",
+)
+# a value interpolating one of these says where outputs go, never what they are
+OUTPUT_REFERENCES = ("paths.output_dir", "paths.log_dir", "hydra:")
+ALIAS = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+def _drop(node: Any, parts: list[str]) -> None:
+    if not isinstance(node, dict) or not parts:
+        return
+    head, rest = parts[0], parts[1:]
+    for key in list(node) if head == "*" else [head]:
+        if key in node:
+            if rest:
+                _drop(node[key], rest)
+            else:
+                del node[key]
+
+
+def _drop_output_references(node: Any) -> None:
+    if isinstance(node, dict):
+        for key in list(node):
+            value = node[key]
+            if isinstance(value, str) and "${" in value and any(ref in value for ref in OUTPUT_REFERENCES):
+                del node[key]
+            else:
+                _drop_output_references(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_output_references(value)
+
+
+def _aliases(node: Any, prefix: str = "") -> dict[str, str]:
+    """Keys whose value is exactly another key (``protocol: ${cv.protocol}``) -> that key."""
+    out = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            match = ALIAS.fullmatch(value) if isinstance(value, str) else None
+            if match:
+                out[f"{prefix}{key}"] = match.group(1)
+            else:
+                out.update(_aliases(value, f"{prefix}{key}."))
+    return out
+
+
+def _has(node: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def result_config(cfg: DictConfig | dict) -> dict:
+    """The resolved config without the keys that cannot change a result.
+
+    A key that only repeats another (``data.protocol: ${cv.protocol}``) is left out where the
+    other is kept, so each setting is hashed, and named in a report, once.
+    """
+    raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
+    raw.pop("hydra", None)
+    _drop_output_references(raw)
+    aliases = _aliases(raw)
+    resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    for key in IGNORED_KEYS:
+        _drop(resolved, key.split("."))
+    for key, target in aliases.items():
+        if _has(resolved, target):
+            _drop(resolved, key.split("."))
+    return resolved
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """A short, stable hash of :func:`result_config` (key order and number spelling do not matter)."""
+    text = json.dumps(result_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differing_keys(configs: list[dict]) -> list[str]:
+    """The dotted keys whose values are not the same in all ``configs``."""
+    flat = [flatten(c) for c in configs]
+    keys = sorted(set().union(*flat))
+    return [k for k in keys if len({json.dumps(f.get(k, "<absent>"), sort_keys=True, default=str) for f in flat}) > 1]
+
+
+def _run_id_resolver(*, _root_: DictConfig) -> str:
+    return config_hash(_root_)
+
+
+def register_resolvers() -> None:
+    """``${run_id:}`` in the Hydra run and sweep folders (conf/hydra/default.yaml)."""
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", _run_id_resolver)

@@ -1,0 +1,30 @@
+"""The names every part of fer-mm shares: modalities, datasets and the label set.
+
+Defined here once; configs, batches (dicts keyed by modality), models, run records and the
+report all use these.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from fer_mm.data.crema_d import EMOTION_NAMES, EMOTIONS  # noqa: F401 - the label set, with its file-name codes
+
+VIDEO = "video"
+AUDIO = "audio"
+MODALITIES = (VIDEO, AUDIO)
+
+# what a run record's ``dataset`` says: real CREMA-D, or the twin fer-mm generates
+CREMA_D = "crema_d"
+CREMA_D_TWIN = "crema_d_twin"
+DATASET_TITLES = {CREMA_D: "real CREMA-D", CREMA_D_TWIN: "the synthetic CREMA-D twin (not real CREMA-D)"}
+
+LABEL_SOURCE = "acted emotion (from the clip's file name)"
+
+
+def ordered_modalities(modalities: Iterable[str], key: str) -> tuple[str, ...]:
+    """``modalities`` checked and in canonical order (video, audio); ``key`` names the config key in errors."""
+    given = list(modalities)
+    if not given or set(given) - set(MODALITIES) or len(set(given)) != len(given):
+        raise ValueError(f"{key}={given}: use [{VIDEO}], [{AUDIO}] or [{VIDEO}, {AUDIO}]")
+    return tuple(m for m in MODALITIES if m in given)

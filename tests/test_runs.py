@@ -1,0 +1,55 @@
+"""Run identity: the config hash changes with what shapes a result, and only with that."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from fer_mm.runs import config_hash, differing_keys, register_resolvers, result_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _compose(*overrides):
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=["experiment=ar5_fusion", *overrides], return_hydra_config=True)
+
+
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.optimizer.lr=0.05"], ["model.net.name=foo"], ["data=crema_d", "data.root=/nonexistent"],
+    ["seed=1"], ["trainer.max_epochs=3"], ["cv=speaker_kfold"], ["model.inputs.audio.frontend=logmel"],
+    ["data.batch_size=16"], ["callbacks.early_stopping.patience=3"], ["data.preprocess.smooth_frames=3"],
+])
+def test_result_relevant_changes_change_the_hash(overrides):
+    assert config_hash(_compose(*overrides)) != config_hash(_compose())
+
+
+@pytest.mark.parametrize("overrides", [
+    ["logger=csv"], ["logger=none"], ["overwrite=true"], ["cv.fold=3"], ["data.num_workers=8"],
+    ["data.preprocess_workers=2"], ["data.progress=false"], ["trainer.enable_progress_bar=false"],
+    ["paths.log_dir=/elsewhere"], ["data.cache_dir=/tmp/caches"], ["model.optimizer.lr=0.001"],
+    ["trainer.log_every_n_steps=1"], ["hydra.verbose=true"],
+])
+def test_logging_paths_workers_and_folds_do_not(overrides):
+    assert config_hash(_compose(*overrides)) == config_hash(_compose())
+
+
+def test_the_run_folder_holds_the_hash():
+    cfg = _compose("cv.fold=2")
+    assert cfg.hydra.run.dir.endswith(f"/ar5_fusion/loso/{config_hash(cfg)}/fold_2")
+    assert len(config_hash(cfg)) == 8 and config_hash(cfg) == config_hash(_compose("cv.fold=2"))
+    hashed = result_config(cfg)
+    assert "paths" not in hashed and "logger" not in hashed and "fold" not in hashed["cv"]
+    assert hashed["model"]["optimizer"]["lr"] == 1e-3 and hashed["data"]["root"].endswith("crema_d_synth")
+    assert "protocol" not in hashed["data"] and "sample_rate" not in hashed["model"]["inputs"]  # aliases, hashed once
+
+
+def test_differing_keys_names_what_changed():
+    a, b = result_config(_compose()), result_config(_compose("model.optimizer.lr=0.05", "seed=2"))
+    assert differing_keys([a, b]) == ["model.optimizer.lr", "seed"]  # cv.protocol.seed: ${seed}, named once
+    assert differing_keys([a, a]) == []
