@@ -1,28 +1,41 @@
-"""``python -m fer_mm.bench``: training throughput of every model, and data-loading speed.
+"""``python -m fer_mm.bench``: how fast fer-mm trains, measured on the current device.
 
-Measures on the current device (CUDA if available, else CPU), at the default shapes (video
-[20, 98, 80], audio [1, 128, 128]) with batch 32:
-- train step: forward + backward + AdamW step, samples per second (median of timed steps after
-  warm-up), and peak memory (CUDA allocator peak per model; on CPU, the process's peak RSS so far,
-  which only grows from row to row);
-- data loading from a cache (``--cache DIR``): training items per second with each audio front-end.
-Prints a markdown table; record it with the command and the machine.
+Two commands (CUDA if available, else CPU); each prints markdown tables to record with the
+command and the machine:
+
+- ``models``: training-step throughput of every model on ready inputs (video ``[20, 98, 80]``,
+  spectrogram ``[1, 128, 128]``): forward + backward + AdamW, samples/s (median of timed steps
+  after warm-up), and peak memory (CUDA allocator peak per model; on CPU the process's peak RSS
+  so far, which only grows from row to row).
+- ``pipeline``: the full training path at CREMA-D's size with no preprocessing: an in-memory cache
+  of random faces and waveforms (``--clips 7442 --actors 91``, clip lengths drawn to match the
+  release: 1.3 to 5 s, mean about 2.5 s, at 30 fps), then, per precision:
+  model-only samples/s (the network on ready inputs), data-path samples/s (resident batches and
+  the model's input transforms: frame sampling, normalisation, audio crop, noise, spectrogram),
+  end-to-end training samples/s (the system in a Lightning Trainer fed by the resident loader),
+  evaluation samples/s, and from those one LOSO fold's time for the default recipe (15 epochs)
+  and all folds' time run one after another.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from fer_mm.models import get_model, list_models
 
 BENCH_MODELS = ("ar1", "ar2", "ar3", "ar4", "ar5", "resnet18", "inception_v4", "inception_resnet_v2")
+PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # --precision -> Lightning's name
+FPS, SAMPLE_RATE, FACE = 30, 16_000, (98, 80)
 
 
 def _sync(device: torch.device) -> None:
@@ -30,75 +43,221 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_step_throughput(name: str, device: torch.device, batch: int = 32, steps: int = 5, warmup: int = 2,
-                          precision: str = "32") -> dict:
-    torch.manual_seed(0)
-    model = get_model(name).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    video = torch.randn(batch, 20, 98, 80, device=device)
-    audio = torch.rand(batch, 1, 128, 128, device=device)
-    labels = torch.randint(0, 6, (batch,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
-                              enabled=precision != "32")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def _autocast(device: torch.device, precision: str):
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "32")
+
+
+def _median_rate(step, batch: int, steps: int, warmup: int, device: torch.device) -> float:
     times = []
     for i in range(warmup + steps):
         _sync(device)
         t0 = time.perf_counter()
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(model(video=video, audio=audio), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step()
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
+
+
+def train_step_throughput(name: str, device: torch.device, batch: int = 32, steps: int = 5, warmup: int = 2,
+                          precision: str = "32", channels_last: bool = False, compile: bool = False) -> dict:
+    """A model's training steps per second on ready inputs (no data path)."""
+    torch.manual_seed(0)
+    model = get_model(name).to(device).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    forward = torch.compile(model) if compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    video = torch.randn(batch, 20, *FACE, device=device).contiguous(memory_format=memory_format)
+    audio = torch.rand(batch, 1, 128, 128, device=device).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, 6, (batch,), device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step():
+        with _autocast(device, precision):
+            loss = torch.nn.functional.cross_entropy(forward(video=video, audio=audio), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rate = _median_rate(step, batch, steps, warmup, device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return dict(model=name, samples_per_s=batch / statistics.median(times), peak_mib=peak)
+    return dict(model=name, samples_per_s=rate, peak_mib=peak)
 
 
-def loading_throughput(cache_dir: str, frontend: str, n: int = 200) -> float:
-    from fer_mm.data.audio import make_frontend
-    from fer_mm.data.cache import ClipCache
-    from fer_mm.data.datamodule import ClipDataset
+# ------------------------------------------------------------------------------ pipeline
 
-    cache = ClipCache(cache_dir)
-    rows = np.arange(min(n, len(cache)))
-    dataset = ClipDataset(cache, rows, 20, train=True, frontend=make_frontend(frontend))
+
+@dataclass
+class MemoryCache:
+    """A cache's read side (what :class:`~fer_mm.data.clips.ResidentClips` reads), made in memory."""
+
+    clips: pd.DataFrame
+    frames: np.ndarray  # [sum(n_frames), 98, 80] uint8
+    samples: np.ndarray  # [sum(n_samples)] int16
+
+
+def memory_cache(n_clips: int = 7442, n_actors: int = 91, seed: int = 0) -> MemoryCache:
+    """Random faces and waveforms with CREMA-D's clip count, actors and clip lengths."""
+    rng = np.random.default_rng(seed)
+    seconds = np.clip(1.27 + rng.gamma(2.5, 0.5, n_clips), 1.27, 5.0)  # 1.3 to 5 s, mean about 2.5 s
+    n_frames = np.round(seconds * FPS).astype(np.int64)
+    n_samples = np.round(seconds * SAMPLE_RATE).astype(np.int64)
+    clips = pd.DataFrame(dict(
+        name=[f"clip{i}" for i in range(n_clips)], actor=1001 + np.arange(n_clips) % n_actors,
+        label=rng.integers(0, 6, n_clips), n_frames=n_frames, video_offset=np.cumsum(n_frames) - n_frames,
+        n_samples=n_samples, audio_offset=np.cumsum(n_samples) - n_samples))
+    frames = rng.integers(0, 256, (int(n_frames.sum()), *FACE), dtype=np.uint8)
+    samples = rng.integers(-8000, 8000, int(n_samples.sum()), dtype=np.int16)
+    return MemoryCache(clips, frames, samples)
+
+
+def _system(model: str, frontend: str):
+    from fer_mm.system import EmotionSystem
+
+    return EmotionSystem(net={"name": model}, inputs={"audio": {"frontend": frontend}},
+                         optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4))
+
+
+class _EpochTimer:
+    """Samples/s of a Lightning fit from its ``warmup``-th batch to the end of the epoch."""
+
+    def __new__(cls, warmup: int, device: torch.device):
+        import pytorch_lightning as pl
+
+        class Timer(pl.Callback):
+            def __init__(self):
+                self.t0, self.samples, self.rate = None, 0, float("nan")
+
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if batch_idx == warmup:
+                    _sync(device)
+                    self.t0 = time.perf_counter()
+                if self.t0 is not None:
+                    self.samples += len(batch["label"])
+
+            def on_train_epoch_end(self, trainer, module):
+                _sync(device)
+                if self.t0 is not None:
+                    self.rate = self.samples / (time.perf_counter() - self.t0)
+
+        return Timer()
+
+
+def _cycle(loader):
+    while True:
+        yield from loader
+
+
+def pipeline(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    import pytorch_lightning as pl
+
+    from fer_mm.data.clips import ResidentClips, ResidentLoader
+    from fer_mm.data.protocols import LeaveOneSubjectOut
+
     t0 = time.perf_counter()
-    items = [dataset[i] for i in range(len(rows))]
-    if frontend == "logmel":  # the batched device-side part, as the datamodule runs it
-        waves = torch.stack([it["audio"] for it in items])
-        lengths = torch.tensor([it["audio_length"] for it in items])
-        dataset.frontend(waves, lengths, augment=True)
-    return len(rows) / (time.perf_counter() - t0)
+    cache = memory_cache(args.clips, args.actors)
+    split = LeaveOneSubjectOut(val_fraction=0.1).split(cache.clips["actor"].unique(), 0)
+    actor = cache.clips["actor"].to_numpy()
+    rows = {part: np.flatnonzero(np.isin(actor, getattr(split, part))) for part in ("train", "val", "test")}
+    system = _system(args.model, args.frontend)
+    resident = ResidentClips(cache, system.inputs.clip_spec, device)
+    print(f"in-memory cache: {args.clips} clips of {args.actors} actors, {len(cache.frames):,} frames "
+          f"({cache.frames.nbytes / 1e9:.2f} GB) and {cache.samples.nbytes / 1e9:.2f} GB of audio, made in "
+          f"{time.perf_counter() - t0:.0f} s; fold 0: {len(rows['train'])} train / {len(rows['val'])} val / "
+          f"{len(rows['test'])} test clips\n", flush=True)
+    results = []
+    for precision in args.precision:
+        torch.manual_seed(0)
+        model_only = train_step_throughput(args.model, device, args.batch, args.steps, precision=precision,
+                                           channels_last=args.channels_last, compile=args.compile)["samples_per_s"]
+        system = _system(args.model, args.frontend).to(device)
+        batches = _cycle(ResidentLoader(resident, rows["train"], args.batch, train=True))
+
+        def data_step():
+            with torch.no_grad(), _autocast(device, precision):
+                system.inputs(next(batches), augment=True)
+
+        data_only = _median_rate(data_step, args.batch, args.steps, 1, device)
+        timer = _EpochTimer(warmup=1, device=device)
+        trainer = pl.Trainer(accelerator=device.type, devices=1, precision=PRECISIONS[precision], max_epochs=1,
+                             limit_train_batches=args.steps + 1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+        trainer.fit(system, train_dataloaders=ResidentLoader(resident, rows["train"], args.batch, train=True))
+        end_to_end = timer.rate
+        system.eval()
+        batches = _cycle(ResidentLoader(resident, rows["val"], args.batch, train=False))
+
+        def eval_step():
+            with torch.no_grad(), _autocast(device, precision):
+                system(next(batches))
+
+        eval_rate = _median_rate(eval_step, args.batch, args.steps, 1, device)
+        epoch = len(rows["train"]) / end_to_end + len(rows["val"]) / eval_rate
+        fold = args.epochs * epoch + len(rows["test"]) / eval_rate
+        folds = len(cache.clips["actor"].unique())
+        results.append(dict(model=args.model, precision=precision, model_only=model_only, data_only=data_only,
+                            end_to_end=end_to_end, eval=eval_rate, ratio=end_to_end / model_only, fold_s=fold,
+                            all_folds_s=folds * fold, folds=folds))
+    return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=list(BENCH_MODELS), choices=list_models())
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--precision", choices=["32", "16", "bf16"], default="32", help="autocast on CUDA")
-    parser.add_argument("--cache", default=None, help="a cache folder, to time data loading too")
-    args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 \
+        else f"{seconds:.1f} s"
+
+
+def _device_line(device: torch.device, batch: int) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"device: {where}; torch {torch.__version__}; batch {args.batch}; precision {args.precision}\n")
-    memory = "CUDA peak allocated (MiB)" if device.type == "cuda" else "process peak RSS so far (MiB)"
-    print(f"| model | train samples/s | {memory} |\n| --- | ---: | ---: |")
-    for name in args.models:
-        r = train_step_throughput(name, device, args.batch, args.steps, precision=args.precision)
-        print(f"| `{name}` | {r['samples_per_s']:,.1f} | {r['peak_mib']:,.0f} |", flush=True)
-    if args.cache:
-        print("\n| data loading (one process) | training items/s |\n| --- | ---: |")
-        for frontend in ("scipy", "logmel"):
-            print(f"| video + {frontend} audio | {loading_throughput(args.cache, frontend):,.1f} |", flush=True)
+    return f"device: {where}; torch {torch.__version__}; batch {batch}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fer_mm.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = sub.add_parser("models", help="training-step throughput of every model on ready inputs")
+    models.add_argument("--models", nargs="*", default=list(BENCH_MODELS), choices=list_models())
+    models.add_argument("--precision", choices=list(PRECISIONS), default="32", help="autocast precision")
+    pipe = sub.add_parser("pipeline", help="the whole training path at CREMA-D's size, no preprocessing")
+    pipe.add_argument("--clips", type=int, default=7442)
+    pipe.add_argument("--actors", type=int, default=91)
+    pipe.add_argument("--model", default="ar5", choices=list_models())
+    pipe.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=["32"])
+    pipe.add_argument("--frontend", default="scipy", help="model.inputs.audio.frontend")
+    pipe.add_argument("--epochs", type=int, default=15, help="the recipe's epochs per fold")
+    pipe.add_argument("--channels-last", action="store_true", help="model-only: channels_last memory format")
+    pipe.add_argument("--compile", action="store_true", help="model-only: torch.compile the model")
+    for p in (models, pipe):
+        p.add_argument("--batch", type=int, default=32)
+        p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.command == "models":
+        print(f"{_device_line(device, args.batch)}; precision {args.precision}\n")
+        memory = "CUDA peak allocated (MiB)" if device.type == "cuda" else "process peak RSS so far (MiB)"
+        print(f"| model | train samples/s | {memory} |\n| --- | ---: | ---: |")
+        for name in args.models:
+            r = train_step_throughput(name, device, args.batch, args.steps, precision=args.precision)
+            print(f"| `{name}` | {r['samples_per_s']:,.1f} | {r['peak_mib']:,.0f} |", flush=True)
+        return
+    print(f"{_device_line(device, args.batch)}; front-end {args.frontend}; channels_last {args.channels_last}; "
+          f"compile {args.compile}")
+    results = pipeline(args, device)
+    print(f"| model | precision | model-only samples/s | data path samples/s | end-to-end samples/s | "
+          f"end-to-end / model-only | eval samples/s | one fold ({args.epochs} epochs) | "
+          f"{results[0]['folds']} folds, one after another |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(f"| `{r['model']}` | {r['precision']} | {r['model_only']:,.0f} | {r['data_only']:,.0f} | "
+              f"{r['end_to_end']:,.0f} | {r['ratio']:.2f} | {r['eval']:,.0f} | {_duration(r['fold_s'])} | "
+              f"{_duration(r['all_folds_s'])} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,99 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from fer_mm.data.audio import LogMelSpectrogram, ScipySpectrogram, load_wav, make_frontend
+from fer_mm.data.audio import (LogMelSpectrogram, ScipySpectrogram, add_noise, load_wav, make_frontend,
+                               resize_area, scipy_spectrogram)
 from fer_mm.data.video import sample_frame_indices, track_faces
 
 
-def _tone(seconds=2.0, rate=16000):
+SR = 16000
+
+
+def _tone(seconds=2.0, rate=SR):
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32)
 
 
-def test_scipy_spectrogram_shape_normalisation_and_noise():
-    fe = ScipySpectrogram(n_freq=64, n_time=96, noise_std=0.02)
-    x = _tone()
-    clean = fe(x)
-    assert clean.shape == (1, 64, 96) and clean.dtype == np.float32
-    assert clean.max() == pytest.approx(1.0, abs=0.05) and clean.min() >= 0
-    assert np.array_equal(clean, fe(x))  # evaluation: no noise, deterministic
-    a, b = fe(x, np.random.default_rng(1)), fe(x, np.random.default_rng(2))
-    assert not np.allclose(a, b)  # fresh noise each time in training
+def _chirp(seconds, rate=SR):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * (100 * t + 1500 * t**2 / seconds))).astype(np.float32)
+
+
+def _noise(seconds, rate=SR, seed=0):
+    n = int(seconds * rate)  # windowed, so loudness varies along the clip as speech does
+    return (0.2 * np.random.default_rng(seed).standard_normal(n) * np.hanning(n)).astype(np.float32)
+
+
+def _batch(clips, size=80000):
+    """Zero-padded ``[B, size]`` waveforms and their lengths."""
+    waves = torch.zeros(len(clips), size)
+    for w, c in zip(waves, clips):
+        w[: len(c)] = torch.from_numpy(c)
+    return waves, torch.tensor([len(c) for c in clips])
+
+
+# measured: at most 4e-7 (float32 rounding of the same arithmetic); the tolerance leaves room for
+# other BLAS/FFT back-ends
+REFERENCE_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("settings", [{}, dict(n_freq=64, n_time=96, log=False)])
+def test_scipy_spectrogram_matches_the_numpy_reference(settings):
+    # 0.8 s gives 78 frames, fewer than n_time: cv2's enlarging path; the rest shrink
+    seconds = [0.8, 1.3, 2.5, 3.7, 5.0]
+    clips = [make(s) for s in seconds for make in (_tone, _chirp, _noise)]
+    out = ScipySpectrogram(**settings)(*_batch(clips))
+    for image, clip in zip(out.numpy(), clips):
+        assert np.abs(image - scipy_spectrogram(clip, **settings)).max() < REFERENCE_TOLERANCE, len(clip)
+
+
+@pytest.mark.parametrize("width", [60, 127, 128, 200, 498])
+def test_resize_area_is_cv2_inter_area(width):
+    image = np.random.default_rng(width).random((201, width)).astype(np.float32)
+    padded = np.zeros((201, 500), np.float32)
+    padded[:, :width] = image
+    out = resize_area(torch.from_numpy(padded)[None], torch.tensor([width]), 128, 96)[0].numpy()
+    assert np.abs(out - cv2.resize(image, (96, 128), interpolation=cv2.INTER_AREA)).max() < 1e-6
+
+
+def test_scipy_spectrogram_shape_range_and_orientation():
+    out = ScipySpectrogram(n_freq=64, n_time=96)(*_batch([_tone(2.0), _noise(1.3)]))
+    assert out.shape == (2, 1, 64, 96) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.amax((1, 2, 3)).tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
     # flipped: the 220 Hz tone's energy sits in the bottom rows (low frequencies at the bottom)
-    assert clean[0, -8:].mean() > clean[0, :8].mean()
+    assert out[0, 0, -8:].mean() > out[0, 0, :8].mean()
+
+
+@pytest.mark.parametrize("frontend", [ScipySpectrogram, LogMelSpectrogram])
+def test_padding_does_not_change_a_clip(frontend):
+    fe, clip = frontend(n_freq=64, n_time=96), _chirp(1.3)
+    alone = fe(*_batch([clip], size=len(clip)))
+    padded = fe(*_batch([clip, _noise(5.0)]))
+    assert torch.allclose(alone[0], padded[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("frontend", [ScipySpectrogram, LogMelSpectrogram])
+def test_noise_only_in_training_fresh_seedable_and_masked(frontend):
+    fe = frontend(n_freq=64, n_time=96, noise_std=0.02)
+    waves, lengths = _batch([_tone(1.3), _chirp(2.5)])
+    clean = fe(waves, lengths)
+    assert torch.equal(clean, fe(waves, lengths))  # evaluation: no noise, deterministic
+    assert not torch.allclose(fe(waves, lengths, augment=True), fe(waves, lengths, augment=True))  # fresh
+    noisy = fe(waves, lengths, augment=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, fe(waves, lengths, augment=True, generator=torch.Generator().manual_seed(0)))
+    # the same draw, masked to the valid samples by hand: the front-end adds exactly that
+    noise = torch.randn(waves.shape, generator=torch.Generator().manual_seed(0)) * 0.02
+    by_hand = waves + noise * (torch.arange(waves.shape[1]) < lengths[:, None])
+    assert torch.allclose(noisy, fe(by_hand, lengths), atol=1e-6)
+
+
+def test_add_noise_leaves_the_padding_zero():
+    waves, lengths = _batch([_tone(1.0), _tone(2.0)], size=40000)
+    noise = add_noise(waves, lengths, 0.05, torch.Generator().manual_seed(0)) - waves
+    assert noise[0, 16000:].abs().max() == 0 and noise[1, 32000:].abs().max() == 0
+    assert noise[0, :16000].std().item() == pytest.approx(0.05, rel=0.05)
 
 
 def test_logmel_batched_per_clip_length_and_noise():
@@ -39,7 +111,8 @@ def test_logmel_batched_per_clip_length_and_noise():
 
 
 def test_frontend_names_the_wrong_key():
-    with pytest.raises(ValueError, match="data.audio.frontend"):
+    assert isinstance(make_frontend("scipy", n_freq=64), torch.nn.Module)
+    with pytest.raises(ValueError, match="model.inputs.audio.frontend"):
         make_frontend("mfcc")
 
 

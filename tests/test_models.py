@@ -55,7 +55,7 @@ def test_ar5_modes(modalities):
 
 
 def test_ar5_rejects_bad_modalities_and_missing_input():
-    with pytest.raises(ValueError, match="model.modalities"):
+    with pytest.raises(ValueError, match="model.net.modalities"):
         get_model("ar5", modalities=["video", "text"])
     with pytest.raises(ValueError, match="needs audio"):
         get_model("ar5")(video=torch.randn(2, 20, 98, 80))
@@ -111,7 +111,7 @@ def test_local_pretrained_weights_adapt_rgb_first_conv(tmp_path):
 
 
 def test_unknown_model_names_the_key():
-    with pytest.raises(ValueError, match="model.name='vgg'"):
+    with pytest.raises(ValueError, match="model.net.name='vgg'"):
         get_model("vgg")
 
 

@@ -113,7 +113,7 @@ def test_wrong_config_names_the_key(tmp_path, data_overrides, make_cfg):
     cfg = make_cfg(tmp_path, ["experiment=ar1_video", "debug=fast", "cv.fold=7", *data_overrides])
     with pytest.raises(ValueError, match="cv.fold=7"):
         train(cfg)
-    with pytest.raises(Exception, match="model.name='nope'"):
+    with pytest.raises(Exception, match="model.net.name='nope'"):
         train(make_cfg(tmp_path / "b", ["debug=fast", "model.net.name=nope", *data_overrides]))
 
 

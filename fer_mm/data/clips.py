@@ -83,14 +83,15 @@ class ResidentClips:
     """
 
     def __init__(self, cache: ClipCache, spec: ClipSpec, device: torch.device | str = "cpu", memory: str = "auto"):
+        # ``cache``: anything with ClipCache's ``clips``, ``frames`` and ``samples`` (the benchmark's is in memory)
         if memory not in ("auto", "device", "host"):
             raise ValueError(f"data.resident_memory={memory!r}: use auto, device or host")
         self.spec, self.device = spec, torch.device(device)
         arrays = {}
         if VIDEO in spec.modalities:
-            arrays["video"] = cache._video
+            arrays[VIDEO] = cache.frames
         if AUDIO in spec.modalities:
-            arrays["audio"] = cache._audio
+            arrays[AUDIO] = cache.samples
         nbytes = sum(a.nbytes for a in arrays.values())
         on_device = self.device.type == "cpu" or memory == "device" or (
             memory == "auto" and self.device.type == "cuda" and _fits(nbytes, self.device))
@@ -133,7 +134,7 @@ class ResidentClips:
                 if spec.frames > 1:
                     picks[:, -1] = n[:, 0] - 1  # linspace ends exactly on its stop
             index = (self.video_offset[rows][:, None] + picks).reshape(-1)
-            frames = self.arrays["video"].index_select(0, index)
+            frames = self.arrays[VIDEO].index_select(0, index)
             out[VIDEO] = frames.reshape(len(rows), spec.frames, *frames.shape[1:])
         if AUDIO in spec.modalities:
             total = self.n_samples[rows]
@@ -142,7 +143,7 @@ class ResidentClips:
             s = torch.arange(spec.max_audio_samples, device=self.store)[None]
             valid = s < length[:, None]
             index = torch.where(valid, self.audio_offset[rows][:, None] + start[:, None] + s, 0)
-            pcm = self.arrays["audio"][index.reshape(-1)].reshape(index.shape)
+            pcm = self.arrays[AUDIO][index.reshape(-1)].reshape(index.shape)
             out[AUDIO] = int16_to_float(pcm.float()) * valid
             out["audio_length"] = length
         if self.store != self.device:

@@ -1,6 +1,6 @@
 """Model zoo: plain ``nn.Module``s, usable without Lightning, built by name.
 
->>> model = get_model("ar5_fusion", frames=20, num_classes=6)
+>>> model = get_model("ar5", frames=20, num_classes=6)  # AR5 fused; modalities=["video"] for video-only
 >>> logits = model(video=torch.randn(2, 20, 98, 80), audio=torch.randn(2, 1, 128, 128))
 """
 

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from fer_mm.models.base import EmotionModel, make_head
 from fer_mm.models.registry import register_model
+from fer_mm.vocab import VIDEO
 
 
 def conv3d_block(in_chans: int, out_chans: int, pool: tuple[int, int, int]) -> nn.Sequential:
@@ -25,7 +26,7 @@ class AR3(EmotionModel):
         dropout: before the classifier and the FC layer.
     """
 
-    modalities = ("video",)
+    modalities = (VIDEO,)
 
     def __init__(self, num_classes: int = 6, *, channels: tuple[int, ...] = (16, 32, 64), fc: int = 256,
                  dropout: float = 0.3):
@@ -47,8 +48,8 @@ class AR3(EmotionModel):
 
 
 @register_model
-def ar3(*, frames: int = 20, num_classes: int = 6, dropout: float = 0.3, modality: str = "video") -> AR3:
+def ar3(*, frames: int = 20, num_classes: int = 6, dropout: float = 0.3, modality: str = VIDEO) -> AR3:
     """AR3: 3-D CNN over [1, T, 98, 80] volumes (any T; ``frames`` is accepted for a uniform signature)."""
-    if modality != "video":
+    if modality != VIDEO:
         raise ValueError("ar3 is a video model (3-D convolutions over the frame sequence)")
     return AR3(num_classes, dropout=dropout)

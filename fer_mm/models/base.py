@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
+from fer_mm.vocab import MODALITIES, VIDEO
 
 
 class EmotionModel(nn.Module):
@@ -13,7 +14,7 @@ class EmotionModel(nn.Module):
     any branch's embedding. ``num_classes=0`` builds a model without a classifier.
     """
 
-    modalities: tuple[str, ...] = ("video",)
+    modalities: tuple[str, ...] = (VIDEO,)
     num_features: int
 
     def forward_features(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
@@ -26,7 +27,7 @@ class EmotionModel(nn.Module):
         return self.forward_head(self.forward_features(video=video, audio=audio))
 
     def pick_input(self, video: Tensor | None, audio: Tensor | None) -> Tensor:
-        x = video if self.modalities == ("video",) else audio
+        x = video if self.modalities == (VIDEO,) else audio
         if x is None:
             raise ValueError(f"{type(self).__name__} takes {self.modalities[0]}, which the batch does not hold")
         return x
@@ -51,6 +52,6 @@ def conv_block(in_chans: int, out_chans: int, kernel_size: int = 3, pool: bool =
 
 
 def in_chans_for(modality: str, frames: int) -> int:
-    if modality not in ("video", "audio"):
-        raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
-    return frames if modality == "video" else 1
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")
+    return frames if modality == VIDEO else 1

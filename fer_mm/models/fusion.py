@@ -10,17 +10,18 @@ from torch import Tensor, nn
 from fer_mm.models.ar_cnn import ARCNN
 from fer_mm.models.base import EmotionModel, in_chans_for, make_head
 from fer_mm.models.registry import get_model, register_model
+from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
 
 
 @register_model
-def ar5_video_branch(*, frames: int = 20, num_classes: int = 0, modality: str = "video", dropout: float = 0.3) -> ARCNN:
+def ar5_video_branch(*, frames: int = 20, num_classes: int = 0, modality: str = VIDEO, dropout: float = 0.3) -> ARCNN:
     """AR5's dense video branch: four stages of two 3x3 conv-BN-ReLU (32-64-128-256), FC 512."""
     return ARCNN(in_chans_for(modality, frames), num_classes, channels=(32, 64, 128, 256), convs_per_stage=2,
                  fc=(512,), norm=True, dropout=dropout, modality=modality)
 
 
 @register_model
-def ar5_audio_branch(*, frames: int = 20, num_classes: int = 0, modality: str = "audio", dropout: float = 0.3) -> ARCNN:
+def ar5_audio_branch(*, frames: int = 20, num_classes: int = 0, modality: str = AUDIO, dropout: float = 0.3) -> ARCNN:
     """AR5's spectrogram branch: four conv-BN-ReLU-pool blocks (16-32-64-128), FC 256."""
     return ARCNN(in_chans_for(modality, frames), num_classes, channels=(16, 32, 64, 128), fc=(256,), norm=True,
                  dropout=dropout, modality=modality)
@@ -47,7 +48,7 @@ class AR5(EmotionModel):
             (ModDrop, Neverova et al. 2015). 0 disables it; it has no effect with one modality.
     """
 
-    def __init__(self, frames: int = 20, num_classes: int = 6, *, modalities: Sequence[str] = ("video", "audio"),
+    def __init__(self, frames: int = 20, num_classes: int = 6, *, modalities: Sequence[str] = (VIDEO, AUDIO),
                  video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
                  audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3,
                  modality_dropout: float = 0.0):
@@ -55,13 +56,10 @@ class AR5(EmotionModel):
         if not 0 <= modality_dropout <= 1:
             raise ValueError(f"model.modality_dropout must be in [0, 1], got {modality_dropout}")
         self.modality_dropout = modality_dropout
-        modalities = tuple(modalities)
-        if not modalities or set(modalities) - {"video", "audio"} or len(set(modalities)) != len(modalities):
-            raise ValueError(f"model.modalities={list(modalities)}: use [video], [audio] or [video, audio]")
-        self.modalities = tuple(m for m in ("video", "audio") if m in modalities)
+        self.modalities = ordered_modalities(modalities, "model.net.modalities")
         self.branches = nn.ModuleDict()
         self.project = nn.ModuleDict()
-        for modality, name, embed in (("video", video_branch, video_embed), ("audio", audio_branch, audio_embed)):
+        for modality, name, embed in ((VIDEO, video_branch, video_embed), (AUDIO, audio_branch, audio_embed)):
             if modality not in self.modalities:
                 continue
             if embed < 1:
@@ -70,7 +68,7 @@ class AR5(EmotionModel):
             self.branches[modality] = branch
             self.project[modality] = nn.Sequential(nn.Linear(branch.num_features, embed), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
-        prev = sum(video_embed if m == "video" else audio_embed for m in self.modalities)
+        prev = sum(video_embed if m == VIDEO else audio_embed for m in self.modalities)
         for width in fc:
             layers += [nn.Dropout(dropout), nn.Linear(prev, width), nn.ReLU(inplace=True)]
             prev = width
@@ -80,7 +78,7 @@ class AR5(EmotionModel):
 
     def embeddings(self, video: Tensor | None = None, audio: Tensor | None = None) -> dict[str, Tensor]:
         """Each branch's projected embedding, by modality."""
-        inputs = {"video": video, "audio": audio}
+        inputs = {VIDEO: video, AUDIO: audio}
         out = {}
         for modality, branch in self.branches.items():
             if inputs[modality] is None:
@@ -99,7 +97,7 @@ class AR5(EmotionModel):
 
 
 @register_model
-def ar5(*, frames: int = 20, num_classes: int = 6, modalities: Sequence[str] = ("video", "audio"),
+def ar5(*, frames: int = 20, num_classes: int = 6, modalities: Sequence[str] = (VIDEO, AUDIO),
         video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
         audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3,
         modality_dropout: float = 0.0) -> AR5:

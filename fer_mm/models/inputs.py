@@ -57,7 +57,13 @@ class ModelInputs(nn.Module):
         if VIDEO in self.modalities:
             out[VIDEO] = (batch[VIDEO].float() - PIXEL_CENTRE) / PIXEL_SCALE
         if AUDIO in self.modalities:
-            out[AUDIO] = self.frontend(batch[AUDIO].float(), batch["audio_length"], augment=augment)
+            waves, lengths = batch[AUDIO], batch["audio_length"]
+            if waves.device.type == "cpu":
+                # each clip's image is made from its own samples only, so padding beyond the batch's
+                # longest clip can go: the same images, less work (not on a GPU, where reading the
+                # length would make the host wait for the device)
+                waves = waves[:, : max(int(lengths.max()), 1)]
+            out[AUDIO] = self.frontend(waves.float(), lengths, augment=augment)
         return out
 
     def extra_repr(self) -> str:

@@ -27,7 +27,7 @@ def list_models() -> list[str]:
 def get_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; unknown names and arguments are named in the error."""
     if name not in _MODELS:
-        raise ValueError(f"model.name={name!r} is not registered; choose one of {list_models()}")
+        raise ValueError(f"model.net.name={name!r} is not registered; choose one of {list_models()}")
     try:
         return _MODELS[name](**kwargs)
     except TypeError as err:

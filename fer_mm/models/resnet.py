@@ -7,6 +7,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from fer_mm.models.base import EmotionModel, in_chans_for, make_head
 from fer_mm.models.registry import load_local_weights, register_model
+from fer_mm.vocab import VIDEO
 
 
 class ResNetBackbone(EmotionModel):
@@ -22,7 +23,7 @@ class ResNetBackbone(EmotionModel):
     """
 
     def __init__(self, in_chans: int, num_classes: int = 6, *, layers=(2, 2, 2, 2), dropout: float = 0.0,
-                 pretrained: str | None = None, modality: str = "video"):
+                 pretrained: str | None = None, modality: str = VIDEO):
         super().__init__()
         self.modalities = (modality,)
         body = ResNet(BasicBlock, list(layers))
@@ -39,7 +40,7 @@ class ResNetBackbone(EmotionModel):
 
 
 @register_model
-def resnet18(*, frames: int = 20, num_classes: int = 6, modality: str = "video", dropout: float = 0.0,
+def resnet18(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.0,
              pretrained: str | None = None) -> ResNetBackbone:
     """ResNet-18 (He et al. 2016) over T stacked frames (or one spectrogram)."""
     return ResNetBackbone(in_chans_for(modality, frames), num_classes, dropout=dropout, pretrained=pretrained,
