@@ -8,13 +8,18 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from fer_mm.data.cache import PreprocessError
+
 log = logging.getLogger("fer_mm.preprocess")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
 def main(cfg: DictConfig) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
-    cache = datamodule.prepare_data()
+    try:
+        cache = datamodule.prepare_data()
+    except PreprocessError as err:  # a broken setup: its one message is the whole story, no traceback
+        raise SystemExit(f"error: {err}") from None
     report = cache.report
     print(f"cache: {cache.path}")
     print(f"clips cached: {report['cached_clips']} from {report['actors']} actors, skipped: {report['skipped_count']}"

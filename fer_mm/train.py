@@ -35,6 +35,14 @@ def _balanced_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     return (counts.sum() / (num_classes * np.maximum(counts, 1))).tolist()
 
 
+def _supported_precision(precision: str) -> str:
+    """bf16 where the GPU has it; older cards (before Ampere) get fp16 mixed precision instead."""
+    if str(precision).startswith("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        log.warning("trainer.precision=%s: %s has no bf16, using 16-mixed", precision, torch.cuda.get_device_name())
+        return "16-mixed"
+    return precision
+
+
 def _claim_run_dir(run_dir: Path, cfg: DictConfig, run_hash: str) -> dict | None:
     """The finished record to reuse, or None to (re)train here; never another config's results."""
     saved = run_dir / "config.yaml"
@@ -84,7 +92,8 @@ def train(cfg: DictConfig) -> dict:
                for c in (cfg.get("logger") or {}).values()]
     for logger in loggers:
         logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True)})
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                  precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
 
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() and not trainer.fast_dev_run else None
@@ -119,6 +128,8 @@ def train(cfg: DictConfig) -> dict:
         selected_by=f"{checkpoint.monitor} on validation actors" if best else "last epoch (no checkpointing)",
         best_val=float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
         epochs=int(trainer.current_epoch),
+        precision=str(trainer.precision),
+        device=str(trainer.strategy.root_device),
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
         seconds=round(time.time() - t0, 1),

@@ -1,12 +1,19 @@
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import av
+import cv2
 import numpy as np
 import pytest
 import soundfile as sf
 
 import fer_mm.data.cache as cache_mod
-from fer_mm.data.cache import ClipCache, PreprocessParams, build_cache
+import fer_mm.data.video as video_io
+from fer_mm.data.cache import ClipCache, PreprocessError, PreprocessParams, build_cache
 from fer_mm.data.synthetic import Actor, _background, write_flv
 
 
@@ -25,6 +32,12 @@ def test_cache_shapes_counts_and_report(twin_cache, twin_root):
     report = twin_cache.report
     assert report["cached_clips"] == 64 and report["skipped_count"] == 0 and report["frames"] == clips["n_frames"].sum()
     assert report["frames_without_face"] < 0.05 * report["frames"]
+    versions = report["versions"]  # what shaped the frames besides the parameters
+    assert versions["opencv"] == cv2.__version__ and versions["av"] == av.__version__
+    assert versions["numpy"] == np.__version__ and versions["soundfile"] == sf.__version__
+    assert versions["detector"] == {"name": "haar", "settings": {
+        "scale_factor": 1.15, "min_neighbors": 4, "min_size": 36, "downscale": 0.5,
+        "cascade": "haarcascade_frontalface_default.xml"}}
 
 
 def _copy_pair(src_root, dst_root, src, dst=None):
@@ -170,8 +183,6 @@ def test_unknown_detector_names_the_key():
 
 
 def test_preprocess_command_reports_the_cache(twin_root, twin_cache):
-    import subprocess
-    import sys
     out = subprocess.run([sys.executable, "-m", "fer_mm.preprocess", f"data.root={twin_root}",
                           f"data.cache_dir={twin_cache.path.parent}", "data.progress=false"],
                          capture_output=True, text=True, cwd=twin_root.parent)
@@ -180,20 +191,26 @@ def test_preprocess_command_reports_the_cache(twin_root, twin_cache):
 
 
 def test_synth_command_rejects_bad_sizes(tmp_path):
-    import subprocess
-    import sys
     out = subprocess.run([sys.executable, "-m", "fer_mm.synth", str(tmp_path), "--actors", "92"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "--actors must be in 1..91" in out.stderr
 
 
-def test_a_root_with_nothing_usable_gives_an_empty_cache_with_reasons(tmp_path):
-    (tmp_path / "root" / "VideoFlash").mkdir(parents=True)
-    (tmp_path / "root" / "AudioWAV").mkdir()
-    (tmp_path / "root" / "VideoFlash" / "1001_DFA_ANG_XX.flv").write_bytes(b"")
-    (tmp_path / "root" / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")
-    cache = build_cache(tmp_path / "root", tmp_path / "cache", workers=1, progress=False)
-    assert len(cache) == 0 and "empty file" in cache.report["skipped"]["1001_DFA_ANG_XX"]
+def test_a_root_with_nothing_usable_stops_and_stores_nothing(tmp_path):
+    root = tmp_path / "root"
+    (root / "VideoFlash").mkdir(parents=True)
+    (root / "AudioWAV").mkdir()
+    for name in ("1001_DFA_ANG_XX", "1001_DFA_DIS_XX"):
+        (root / "VideoFlash" / f"{name}.flv").write_bytes(b"")
+    (root / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")
+    (root / "AudioWAV" / "1001_DFA_DIS_XX.wav").write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(PreprocessError, match=r"no clip could be cached .*1 x empty file, 1 x git-lfs") as err:
+        build_cache(root, tmp_path / "cache", workers=1, progress=False)
+    final = cache_mod.cache_path(root, tmp_path / "cache", PreprocessParams())
+    assert not final.exists()  # nothing stored as finished: the next run tries again
+    report = json.loads((final.with_name(final.name + ".parts") / "preprocess_report.json").read_text())
+    assert str(final.name) in str(err.value) and "preprocess_report.json" in str(err.value)
+    assert "empty file" in report["skipped"]["1001_DFA_ANG_XX"] and "git lfs" in report["skipped"]["1001_DFA_DIS_XX"]
 
 
 def test_an_unforeseen_error_in_one_clip_becomes_its_reason(tmp_path):
@@ -201,3 +218,106 @@ def test_an_unforeseen_error_in_one_clip_becomes_its_reason(tmp_path):
     result = cache_mod.process_clip(("1001_DFA_ANG_XX", str(tmp_path / "gone.flv"), str(tmp_path / "gone.wav"),
                                      asdict(PreprocessParams())))
     assert result["name"] == "1001_DFA_ANG_XX" and result["skip"].startswith("failed: FileNotFoundError")
+
+
+def test_reason_kind_drops_what_is_particular_to_a_clip():
+    kind = cache_mod.reason_kind
+    assert kind("empty file: VideoFlash/1001_DFA_ANG_XX.flv has 0 bytes") == kind("empty file: AudioWAV/x.wav") \
+        == "empty file"
+    assert kind("too short: 0.40 s of audio (min_seconds=0.8)") == "too short"
+    assert kind("no face found in any frame") == "no face found in any frame"
+    assert kind("failed: KeyError: 'fps'") == "failed: KeyError" != kind("failed: OSError: [Errno 5] I/O error")
+    assert kind("face detector failed: RuntimeError: CUDA out of memory") == "face detector failed: RuntimeError"
+
+
+class BrokenDetector:  # cannot be built: a missing model file, a missing library
+    def __init__(self):
+        raise RuntimeError("model weights not found")
+
+
+class NoFaceDetector:  # runs, but never finds a face
+    def __init__(self, calls: str = ""):
+        self.calls = calls
+
+    def __call__(self, gray):
+        if self.calls:  # one byte per frame, written from whichever process runs it
+            with open(self.calls, "ab") as f:
+                f.write(b".")
+        return np.empty((0, 4))
+
+
+class FailsOnFacesDetector(NoFaceDetector):  # passes the blank-frame check, raises on every real frame
+    def __call__(self, gray):
+        super().__call__(gray)
+        if gray.any():
+            raise RuntimeError("this build has no kernel for uint8 images")
+        return np.empty((0, 4))
+
+
+def _small_root(twin_root, twin_cache, path, n):
+    (path / "VideoFlash").mkdir(parents=True)
+    (path / "AudioWAV").mkdir()
+    for name in twin_cache.clips["name"][:n]:
+        _copy_pair(twin_root, path, name)
+    return path
+
+
+@pytest.mark.parametrize("missing", ["CascadeClassifier", "data"])
+def test_haar_without_opencv4_stops_before_any_clip(twin_root, tmp_path, monkeypatch, missing):
+    monkeypatch.delattr(cv2, missing)  # as on OpenCV 5
+    monkeypatch.setattr(cache_mod, "process_clip", lambda args: pytest.fail("a clip was processed"))
+    with pytest.raises(PreprocessError, match=r"data.preprocess.detector=haar .*opencv-python-headless<5"):
+        build_cache(twin_root, tmp_path, workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither a cache nor its parts
+
+
+def test_preprocess_command_stops_at_once_on_a_broken_detector(twin_root, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-m", "fer_mm.preprocess", f"data.root={twin_root}",
+                          f"data.cache_dir={tmp_path}", "data.progress=false",
+                          "data.preprocess.detector=test_preprocess:BrokenDetector"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "data.preprocess.detector=test_preprocess:BrokenDetector" in out.stderr
+    assert "model weights not found" in out.stderr and "clips cached" not in out.stdout
+    assert not any(p.name.startswith(twin_root.name) for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("detector, words", [
+    ("NoFaceDetector", "(no face found in any frame)"),
+    ("FailsOnFacesDetector", "(face detector failed: RuntimeError), e.g. 1001_IEO_"),
+])
+def test_a_detector_failing_on_every_clip_stops_after_the_first_clips(twin_root, twin_cache, tmp_path, detector, words):
+    calls = tmp_path / "calls"
+    params = PreprocessParams(detector=f"{__name__}:{detector}", detector_kwargs={"calls": str(calls)})
+    with pytest.raises(PreprocessError, match="the first 5 clips failed the same way") as err:
+        build_cache(twin_root, tmp_path, params, workers=2, progress=False, first_clips=5)
+    assert words in str(err.value) and f"data.preprocess.detector={__name__}:{detector}" in str(err.value)
+    final = cache_mod.cache_path(twin_root, tmp_path, params)
+    report = json.loads((final.with_name(final.name + ".parts") / "preprocess_report.json").read_text())
+    assert not final.exists() and report["processed_this_run"] == 5 and len(report["skipped"]) == 5
+    # the pool was stopped, not drained: far fewer frames reached the detector than the clips hold
+    assert calls.stat().st_size < twin_cache.report["frames"] / 2
+
+
+def test_a_fixed_detector_reprocesses_every_clip(twin_root, twin_cache, tmp_path, monkeypatch):
+    root = _small_root(twin_root, twin_cache, tmp_path / "root", 4)
+    monkeypatch.setitem(video_io.DETECTORS, "haar", NoFaceDetector)  # a detector broken in this environment
+    calls = []
+    real = cache_mod.process_clip
+    monkeypatch.setattr(cache_mod, "process_clip", lambda args: calls.append(args[0]) or real(args))
+    with pytest.raises(PreprocessError, match="all 4 clips failed the same way"):
+        build_cache(root, tmp_path, workers=1, progress=False)
+    final = cache_mod.cache_path(root, tmp_path, PreprocessParams())
+    assert not final.exists() and len(calls) == 4
+    # an empty cache stored as finished by an older version is not trusted either
+    final.mkdir()
+    (final / "clips.csv").write_text(",".join(twin_cache.clips.columns) + "\n")
+    shutil.copy(twin_cache.path / "params.json", final / "params.json")
+
+    monkeypatch.setitem(video_io.DETECTORS, "haar", video_io.HaarFaceDetector)  # the user fixed the setup
+    calls.clear()
+    cache = build_cache(root, tmp_path, workers=1, progress=False)
+    assert sorted(calls) == sorted(twin_cache.clips["name"][:4])  # no skip record was reused
+    assert len(cache) == 4 and cache.report["skipped_count"] == 0
+    assert not final.with_name(final.name + ".parts").exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from omegaconf import OmegaConf, open_dict
 
 from fer_mm.train import train
@@ -160,3 +161,19 @@ def test_class_weights_balanced_and_checked(tmp_path, data_overrides, make_cfg):
                                     *data_overrides])
     with pytest.raises(Exception, match="model.class_weights has 3 values for 6 classes"):
         train(cfg)
+
+
+def test_init_from_loads_only_weights_safely(tmp_path, data_overrides, make_cfg):
+    first = train(make_cfg(tmp_path / "a", ["experiment=ar2_video", "debug=limit", "logger=none", *data_overrides]))
+    from fer_mm.system import EmotionSystem
+    trained = EmotionSystem.load_from_checkpoint(first["best_checkpoint"], map_location="cpu")
+    started = EmotionSystem(net={"name": "ar2"}, init_from=first["best_checkpoint"])
+    for (name, a), b in zip(trained.net.state_dict().items(), started.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    import pickle
+    (tmp_path / "code.ckpt").write_bytes(pickle.dumps({"state_dict": {"net.x": print}}))  # an object, not weights
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        EmotionSystem(net={"name": "ar2"}, init_from=str(tmp_path / "code.ckpt"))
+    torch.save({"state_dict": {"head.weight": torch.zeros(1)}}, tmp_path / "empty.ckpt")
+    with pytest.raises(ValueError, match="model.init_from=.*no model weights"):
+        EmotionSystem(net={"name": "ar2"}, init_from=str(tmp_path / "empty.ckpt"))

@@ -22,7 +22,7 @@ import torch
 import torchaudio
 from scipy import signal
 
-SAMPLE_RATE = 16_000
+from fer_mm.data.crema_d import SAMPLE_RATE
 
 
 @dataclass

@@ -9,11 +9,17 @@ parameters and the dataset root, so a change of either makes a new cache beside 
 - ``video.u8``: all face frames, ``[sum(n_frames), height, width]`` uint8, C order.
 - ``audio.i16``: all waveforms at 16 kHz, concatenated int16.
 - ``params.json``: the parameters that made it; ``preprocess_report.json``: counts, every
-  skipped clip or file with its reason, and per-clip notes.
+  skipped clip or file with its reason, per-clip notes, and the versions of the libraries
+  and the detector settings that shaped the frames.
 
 Building is resumable: each finished clip is written at once to ``<cache>.parts/`` (atomic
 rename), so a crashed run restarts where it stopped; the final cache is assembled in a
 temporary folder and renamed into place. A cache is derived data: safe to delete.
+
+A broken setup stops the run with one :class:`PreprocessError` instead of one warning per
+clip: a detector that cannot be built or run, the first clips all failing the same way, or
+no clip cached at all. Nothing is then stored as finished and skipped clips are retried on
+the next run; the reasons so far are written to ``<cache>.parts/preprocess_report.json``.
 """
 
 from __future__ import annotations
@@ -24,16 +30,21 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pandas as pd
+import scipy
+import soundfile
 
 from fer_mm.data import audio as audio_io
 from fer_mm.data import video as video_io
-from fer_mm.data.crema_d import scan_root
+from fer_mm.data.crema_d import SAMPLE_RATE, scan_root
 from fer_mm.data.parallel import imap_progress
 from fer_mm.files import write_atomic
 
@@ -43,6 +54,11 @@ CACHE_VERSION = 1
 LFS_POINTER_PREFIX = b"version https://git-lfs"
 LFS_HINT = ("git-lfs pointer file, not media: the clone was made without git-lfs. "
             "Run `git lfs install && git lfs pull` inside the CREMA-D clone")
+FIRST_CLIPS = 20  # when these all fail the same way, the setup is broken, not the clips
+
+
+class PreprocessError(RuntimeError):
+    """Preprocessing cannot give a usable cache (a broken detector or setup); nothing was stored as finished."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class PreprocessParams:
     detector: str = "haar"
     detector_kwargs: dict = field(default_factory=dict)
     smooth_frames: int = 5
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     min_seconds: float = 0.8
     max_seconds: float = 10.0
     silence_peak: float = 1e-3  # peak |sample| below this (of full scale) is silent audio
@@ -78,7 +94,46 @@ def check_media_file(path: str) -> str | None:
     return None
 
 
-_DETECTOR = None  # one per worker process
+def detector_label(p: PreprocessParams) -> str:
+    """The config keys that chose the detector, as the user would write them."""
+    kwargs = f" data.preprocess.detector_kwargs={json.dumps(p.detector_kwargs)}" if p.detector_kwargs else ""
+    return f"data.preprocess.detector={p.detector}{kwargs}"
+
+
+def load_detector(p: PreprocessParams) -> video_io.FaceDetector:
+    """Build the detector and try it on a blank frame, so that a broken one stops the run before any clip."""
+    try:
+        detector = video_io.make_detector(p.detector, **p.detector_kwargs)
+        np.asarray(detector(np.zeros((240, 320), np.uint8)), dtype=np.float64).reshape(-1, 4)
+    except Exception as err:  # noqa: BLE001 - whatever the cause, the run cannot go on without a detector
+        fix = "" if p.detector in video_io.DETECTORS else \
+            f" (check that {p.detector.split(':')[0]} imports and its class takes these detector_kwargs)"
+        raise PreprocessError(f"the face detector {detector_label(p)} does not work: "
+                              f"{type(err).__name__}: {err}{fix}") from err
+    return detector
+
+
+def versions(p: PreprocessParams) -> dict:
+    """What shaped the cached frames and waveforms besides the parameters (not hashed into the key)."""
+    return dict(opencv=cv2.__version__, av=av.__version__, numpy=np.__version__, scipy=scipy.__version__,
+                soundfile=soundfile.__version__,
+                detector=dict(name=p.detector, settings=video_io.detector_settings(p.detector, **p.detector_kwargs)))
+
+
+_DETECTOR: tuple[str, video_io.FaceDetector] | None = None  # (what it was built from, detector): one per process
+
+
+def _detector_key(p: PreprocessParams) -> str:
+    return json.dumps([p.detector, p.detector_kwargs], sort_keys=True)
+
+
+def _detector(p: PreprocessParams) -> video_io.FaceDetector:
+    global _DETECTOR
+    key = _detector_key(p)
+    if _DETECTOR is None or _DETECTOR[0] != key:
+        cv2.setNumThreads(1)  # a pool worker (serial runs use the parent's): threads would only contend
+        _DETECTOR = key, video_io.make_detector(p.detector, **p.detector_kwargs)
+    return _DETECTOR[1]
 
 
 def process_clip(args: tuple) -> dict:
@@ -93,7 +148,6 @@ def process_clip(args: tuple) -> dict:
 
 
 def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
-    global _DETECTOR
     p = PreprocessParams(**p)
     for path in (audio_path, video_path):
         problem = check_media_file(path)
@@ -120,13 +174,12 @@ def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
     video_seconds = len(decoded.frames) / decoded.fps
     if abs(video_seconds - seconds) > p.max_length_mismatch:
         return dict(name=name, skip=f"truncated or mismatched: video {video_seconds:.2f} s vs audio {seconds:.2f} s")
-    if _DETECTOR is None:
-        cv2.setNumThreads(1)  # clips run in parallel processes; threads inside each only contend
-        _DETECTOR = video_io.make_detector(p.detector, **p.detector_kwargs)
     try:
-        boxes, missing = video_io.track_faces(decoded.frames, _DETECTOR, p.smooth_frames)
-    except ValueError as err:
+        boxes, missing = video_io.track_faces(decoded.frames, _detector(p), p.smooth_frames)
+    except video_io.NoFaceError as err:
         return dict(name=name, skip=str(err))
+    except Exception as err:  # noqa: BLE001 - the detector's own failure, named as such
+        return dict(name=name, skip=f"face detector failed: {type(err).__name__}: {err}")
     faces = video_io.crop_faces(decoded.frames, boxes, p.face_height, p.face_width)
     pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
     return dict(name=name, faces=faces, audio=pcm, fps=decoded.fps, faces_missing=missing,
@@ -145,9 +198,9 @@ class ClipCache:
         h, w = self.params["face_height"], self.params["face_width"]
         n_frames, n_samples = int(self.clips["n_frames"].sum()), int(self.clips["n_samples"].sum())
         # numpy cannot map an empty file: a cache without clips gets empty arrays
-        self._video = np.memmap(self.path / "video.u8", dtype=np.uint8, mode="r", shape=(n_frames, h, w)) \
+        self.frames = np.memmap(self.path / "video.u8", dtype=np.uint8, mode="r", shape=(n_frames, h, w)) \
             if n_frames else np.empty((0, h, w), np.uint8)
-        self._audio = np.memmap(self.path / "audio.i16", dtype=np.int16, mode="r", shape=(n_samples,)) \
+        self.samples = np.memmap(self.path / "audio.i16", dtype=np.int16, mode="r", shape=(n_samples,)) \
             if n_samples else np.empty(0, np.int16)
         self._v = self.clips[["video_offset", "n_frames"]].to_numpy()
         self._a = self.clips[["audio_offset", "n_samples"]].to_numpy()
@@ -158,11 +211,11 @@ class ClipCache:
     def video(self, i: int) -> np.ndarray:
         """All face frames of clip ``i``: ``[n_frames, 98, 80]`` uint8 (a view, not a copy)."""
         start, n = self._v[i]
-        return self._video[start : start + n]
+        return self.frames[start : start + n]
 
     def audio(self, i: int) -> np.ndarray:
         start, n = self._a[i]
-        return self._audio[start : start + n]
+        return self.samples[start : start + n]
 
     @property
     def report(self) -> dict:
@@ -174,43 +227,101 @@ def cache_path(root: Path, cache_dir: Path, params: PreprocessParams) -> Path:
 
 
 def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = PreprocessParams(), workers: int = 0,
-                progress: bool = True) -> ClipCache:
-    """Preprocess every clip under ``root`` into a cache (or open the finished one)."""
+                progress: bool = True, first_clips: int = FIRST_CLIPS) -> ClipCache:
+    """Preprocess every clip under ``root`` into a cache (or open the finished one).
+
+    Raises :class:`PreprocessError`, storing nothing as finished, when the detector does not
+    work, when the first ``first_clips`` clips (all, when fewer) fail the same way, or when
+    no clip could be cached.
+    """
+    global _DETECTOR
     final = cache_path(root, cache_dir, params)
     if (final / "clips.csv").is_file():
-        return ClipCache(final)
+        cache = ClipCache(final)
+        if len(cache):
+            return cache
+        log.warning("%s holds no clip (stored by an older version as finished): preprocessing again", final)
+        shutil.rmtree(final)
     scan = scan_root(root, params.exclude_known_defects)
+    # built here, before any worker starts: a broken detector is one message, not one per clip.
+    # Serial runs use this one; spawned workers build their own.
+    _DETECTOR = _detector_key(params), load_detector(params)
     parts = final.with_name(final.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    done = {p.name.split(".")[0] for p in parts.iterdir() if p.suffix in (".npz", ".json") and not p.name.startswith(".")}
+    for stale in parts.glob("*.json"):  # a stopped run's report, or skip records of older versions
+        stale.unlink()
+    done = {p.name.split(".")[0] for p in parts.glob("*.npz") if not p.name.startswith(".")}
     todo = [(r.name, r.video_path, r.audio_path, asdict(params)) for r in scan.index.itertuples() if r.name not in done]
     if done:
         log.info("resuming: %d of %d clips already preprocessed in %s", len(done), len(scan.index), parts)
+    # skips are kept in memory, not in parts: a skipped clip is retried by the next run, since its
+    # reason may have been a broken setup that the user has fixed since
+    skipped, seen, watch = {}, 0, min(first_clips, len(scan.index))
     t0 = time.time()
-    for result in imap_progress(process_clip, todo, workers, "preprocessing clips", progress):
-        name = result["name"]
-        if "skip" in result:
-            log.warning("skipped %s: %s", name, result["skip"])
-            write_atomic(parts / f"{name}.json", json.dumps(result))
-        else:
-            meta = {k: result[k] for k in ("fps", "faces_missing", "audio_notes")}
-            write_atomic(parts / f"{name}.npz", lambda p: np.savez(
-                open(p, "wb"), faces=result["faces"], audio=result["audio"], meta=json.dumps(meta)))
+    # closing: a stop ends the generator at once, which terminates the worker pool
+    with closing(imap_progress(process_clip, todo, workers, "preprocessing clips", progress)) as results:
+        for result in results:
+            name, seen = result["name"], seen + 1
+            if "skip" in result:
+                log.warning("skipped %s: %s", name, result["skip"])
+                skipped[name] = result["skip"]
+            else:
+                meta = {k: result[k] for k in ("fps", "faces_missing", "audio_notes")}
+                write_atomic(parts / f"{name}.npz", lambda p: np.savez(
+                    open(p, "wb"), faces=result["faces"], audio=result["audio"], meta=json.dumps(meta)))
+            if seen == watch and len(skipped) == seen and len({reason_kind(r) for r in skipped.values()}) == 1:
+                raise _stopped(_systematic(skipped, params, len(scan.index)), parts, root, scan, params, skipped, seen)
     for path, reason in scan.problems.items():
         log.warning("skipped %s: %s", path, reason)
-    return _assemble(final, parts, root, scan, params, time.time() - t0)
+    if len(skipped) == len(scan.index):  # every clip is either in parts or skipped: none was cached
+        kinds = Counter(reason_kind(r) for r in {**scan.problems, **skipped}.values())
+        summary = ", ".join(f"{n} x {kind}" for kind, n in kinds.most_common(3)) or "nothing to read"
+        raise _stopped(f"no clip could be cached from {root} ({len(scan.index)} clips found; {summary})",
+                       parts, root, scan, params, skipped, seen)
+    return _assemble(final, parts, root, scan, params, skipped, time.time() - t0)
 
 
-def _assemble(final: Path, parts: Path, root: Path, scan, params: PreprocessParams, seconds: float) -> ClipCache:
+def reason_kind(reason: str) -> str:
+    """A skip reason without what is particular to one clip: its text up to the first colon
+    (names, sizes and durations come after it), with the exception type for ``failed: Type: ...``."""
+    head, _, rest = reason.partition(": ")
+    return f"{head}: {rest.partition(':')[0]}" if head.endswith("failed") else head
+
+
+def _systematic(skipped: dict, p: PreprocessParams, n_clips: int) -> str:
+    name, reason = next(iter(skipped.items()))
+    kind = reason_kind(reason)
+    which = f"the first {len(skipped)} clips" if len(skipped) < n_clips else f"all {n_clips} clips"
+    message = f"{which} failed the same way ({kind}), e.g. {name}: {reason}"
+    if kind == "no face found in any frame":
+        message += (f". The face detector {detector_label(p)} finds no face in any of them: check its "
+                    f"settings (e.g. min_size against the video size) or choose another detector")
+    elif kind.startswith("face detector failed"):
+        message += f". The face detector {detector_label(p)} fails on every clip: fix it or choose another one"
+    return message
+
+
+def _stopped(message: str, parts: Path, root: Path, scan, params: PreprocessParams, skipped: dict,
+             processed: int) -> PreprocessError:
+    """The stop, with the would-be report written beside the parts so that every reason stays visible."""
+    report = dict(root=str(Path(root).resolve()), stopped=message, clips_found=len(scan.index),
+                  processed_this_run=processed, skipped_count=len(scan.problems) + len(skipped),
+                  skipped=dict(sorted({**scan.problems, **skipped}.items())), versions=versions(params))
+    path = write_atomic(parts / "preprocess_report.json", json.dumps(report, indent=2, default=str) + "\n")
+    return PreprocessError(f"preprocessing stopped: {message}. Nothing was stored as finished (the next run "
+                           f"tries again); every reason so far: {path}")
+
+
+def _assemble(final: Path, parts: Path, root: Path, scan, params: PreprocessParams, skipped: dict,
+              seconds: float) -> ClipCache:
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    rows, skipped, notes = [], dict(scan.problems), {}
+    rows, notes = [], {}
     video_offset = audio_offset = 0
     with open(tmp / "video.u8", "wb") as vf, open(tmp / "audio.i16", "wb") as af:
         for r in scan.index.itertuples():
-            if (parts / f"{r.name}.json").is_file():
-                skipped[r.name] = json.loads((parts / f"{r.name}.json").read_text())["skip"]
+            if r.name in skipped:
                 continue
             with np.load(parts / f"{r.name}.npz") as z:
                 faces, pcm, meta = z["faces"], z["audio"], json.loads(str(z["meta"]))
@@ -229,20 +340,22 @@ def _assemble(final: Path, parts: Path, root: Path, scan, params: PreprocessPara
     clips = pd.DataFrame(rows, columns=columns)
     clips.to_csv(tmp / "clips.csv", index=False)
     (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION), indent=2) + "\n")
+    skipped = {**scan.problems, **skipped}
     report = dict(
         root=str(Path(root).resolve()),
         cached_clips=len(clips),
         skipped_count=len(skipped),
         skipped=dict(sorted(skipped.items())),
-        actors=int(clips["actor"].nunique()) if len(clips) else 0,
-        clips_per_emotion=clips["emotion"].value_counts().sort_index().to_dict() if len(clips) else {},
+        actors=int(clips["actor"].nunique()),
+        clips_per_emotion=clips["emotion"].value_counts().sort_index().to_dict(),
         frames=int(video_offset),
         audio_seconds=round(audio_offset / params.sample_rate, 2),
-        frames_without_face=int(clips["faces_missing"].sum()) if len(clips) else 0,
+        frames_without_face=int(clips["faces_missing"].sum()),
         notes=notes,
         seconds=round(seconds, 1),
+        versions=versions(params),
     )
-    (tmp / "preprocess_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (tmp / "preprocess_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

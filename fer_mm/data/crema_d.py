@@ -54,6 +54,7 @@ KNOWN_DEFECTS = {
 
 NAME_RE = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$")
 VIDEO_DIR, AUDIO_DIR, DEMOGRAPHICS_FILE = "VideoFlash", "AudioWAV", "VideoDemographics.csv"
+SAMPLE_RATE = 16_000  # the release's AudioWAV: 16 kHz, mono, 16-bit; fer-mm's default everywhere
 VIDEO_EXT, AUDIO_EXT = ".flv", ".wav"
 
 

@@ -40,6 +40,7 @@ from fer_mm.data.crema_d import (
     AUDIO_DIR,
     AUDIO_EXT,
     DEMOGRAPHICS_FILE,
+    SAMPLE_RATE,
     SENTENCES,
     VIDEO_DIR,
     VIDEO_EXT,
@@ -49,7 +50,6 @@ from fer_mm.data.crema_d import (
 )
 from fer_mm.files import write_atomic
 
-SAMPLE_RATE = 16_000
 FPS = 30
 FRAME_W, FRAME_H = 480, 360
 

@@ -9,6 +9,8 @@ nearest detected box and is counted.
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,14 +24,27 @@ class FaceDetector(Protocol):
         """Boxes ``[N, 4]`` as (x, y, w, h) in pixels of ``gray``."""
 
 
+OPENCV4_FIX = "pip install 'opencv-python-headless<5'"
+
+
 class HaarFaceDetector:
-    """OpenCV's Haar frontal-face cascade (ships with opencv-python, no download)."""
+    """OpenCV's Haar frontal-face cascade (ships with opencv-python 4, no download).
+
+    ``cascade`` is a file name in OpenCV's own cascade folder, or a path.
+    """
 
     def __init__(self, scale_factor: float = 1.15, min_neighbors: int = 4, min_size: int = 36,
                  downscale: float = 0.5, cascade: str = "haarcascade_frontalface_default.xml"):
-        self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + cascade)
+        try:  # OpenCV 5 dropped both cv2.CascadeClassifier and cv2.data (the folder of cascade files)
+            path = os.path.join(cv2.data.haarcascades, cascade)
+            self.cascade = cv2.CascadeClassifier(path)
+        except AttributeError as err:
+            raise RuntimeError(f"OpenCV {cv2.__version__} has no Haar cascades ({err}); they need OpenCV 4: "
+                               f"{OPENCV4_FIX}") from err
         if self.cascade.empty():
-            raise RuntimeError(f"OpenCV could not load the Haar cascade {cascade!r} (needs opencv<5)")
+            raise RuntimeError(f"OpenCV {cv2.__version__} could not load the Haar cascade {path} (a missing file: "
+                               f"the cascades ship with OpenCV 4, {OPENCV4_FIX}; or name another file in "
+                               f"data.preprocess.detector_kwargs.cascade)")
         self.scale_factor, self.min_neighbors, self.min_size, self.downscale = scale_factor, min_neighbors, min_size, downscale
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
@@ -42,15 +57,26 @@ class HaarFaceDetector:
 DETECTORS = {"haar": HaarFaceDetector}
 
 
-def make_detector(name: str, **kwargs) -> FaceDetector:
+def detector_class(name: str) -> type:
     """A registered detector (``haar``) or any ``package.module:Class`` taking the same call."""
     if name in DETECTORS:
-        return DETECTORS[name](**kwargs)
+        return DETECTORS[name]
     if ":" in name:
         module, cls = name.split(":", 1)
-        return getattr(importlib.import_module(module), cls)(**kwargs)
+        return getattr(importlib.import_module(module), cls)
     raise ValueError(f"data.preprocess.detector={name!r}: unknown detector; use one of {sorted(DETECTORS)} "
                      f"or 'package.module:Class'")
+
+
+def make_detector(name: str, **kwargs) -> FaceDetector:
+    return detector_class(name)(**kwargs)
+
+
+def detector_settings(name: str, **kwargs) -> dict:
+    """The detector's constructor arguments with its defaults filled in (what the report records)."""
+    bound = inspect.signature(detector_class(name)).bind(**kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 @dataclass
@@ -74,17 +100,21 @@ def decode_gray(path: str) -> DecodedVideo:
     return DecodedVideo(np.stack(frames), fps)
 
 
+class NoFaceError(ValueError):
+    """No frame of a clip has a face (kept apart from errors raised by the detector itself)."""
+
+
 def track_faces(frames: np.ndarray, detector: FaceDetector, smooth_frames: int = 5) -> tuple[np.ndarray, int]:
     """One smoothed (x, y, w, h) box per frame, and how many frames had no detection.
 
     With several detections, the one nearest the previous box is kept (largest at first).
-    Raises ``ValueError`` when no frame has a face.
+    Raises ``NoFaceError`` when no frame has a face.
     """
     n = len(frames)
     boxes = np.full((n, 4), np.nan)
     prev = None
     for i, frame in enumerate(frames):
-        found = detector(frame)
+        found = np.asarray(detector(frame), dtype=np.float64).reshape(-1, 4)
         if len(found) == 0:
             continue
         if prev is None:
@@ -95,7 +125,7 @@ def track_faces(frames: np.ndarray, detector: FaceDetector, smooth_frames: int =
         boxes[i] = prev = pick
     detected = ~np.isnan(boxes[:, 0])
     if not detected.any():
-        raise ValueError("no face found in any frame")
+        raise NoFaceError("no face found in any frame")
     # nearest detected box for frames without one
     idx = np.flatnonzero(detected)
     nearest = idx[np.abs(np.arange(n)[:, None] - idx[None, :]).argmin(axis=1)]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from fer_mm.data.audio import make_frontend
+from fer_mm.data.crema_d import SAMPLE_RATE
 from fer_mm.data.clips import ClipSpec
 from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
 
@@ -36,7 +37,7 @@ class ModelInputs(nn.Module):
             and its arguments.
     """
 
-    def __init__(self, modalities: Sequence[str], frames: int = 20, sample_rate: int = 16_000,
+    def __init__(self, modalities: Sequence[str], frames: int = 20, sample_rate: int = SAMPLE_RATE,
                  max_audio_seconds: float = 5.0, audio: dict | None = None):
         super().__init__()
         self.modalities = ordered_modalities(modalities, "model.net.modalities")
