@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import platform
 import resource
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,7 +189,7 @@ def pipeline(args: argparse.Namespace, device: torch.device) -> list[dict]:
         data_only = _median_rate(data_step, args.batch, args.steps, 1, device)
         timer = _EpochTimer(warmup=1, device=device)
         trainer = pl.Trainer(accelerator=device.type, devices=1, precision=PRECISIONS[precision], max_epochs=1,
-                             limit_train_batches=args.steps + 1, logger=False, enable_checkpointing=False,
+                             limit_train_batches=args.steps + 1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
         trainer.fit(system, train_dataloaders=ResidentLoader(resident, rows["train"], args.batch, train=True))
         end_to_end = timer.rate
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
     args = parser.parse_args(argv)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the tables are the output
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.command == "models":
         print(f"{_device_line(device, args.batch)}; precision {args.precision}\n")

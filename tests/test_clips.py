@@ -32,7 +32,7 @@ def test_resident_training_batches_match_per_item_in_kind(twin_cache):
     rows = np.arange(len(twin_cache))
     expected = _per_item(twin_cache, rows, SPEC, train=True)
     generator = torch.Generator().manual_seed(0)
-    got = ResidentClips(twin_cache, SPEC).batch(torch.as_tensor(rows), train=True, generator=generator)
+    got = ResidentClips(twin_cache, SPEC).batch(torch.as_tensor(rows), jitter=True, generator=generator)
     for key in expected:
         assert got[key].dtype == expected[key].dtype and got[key].shape == expected[key].shape, key
     assert torch.equal(got["audio"], expected["audio"])  # the waveform has no randomness on the data side

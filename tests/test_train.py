@@ -177,3 +177,12 @@ def test_init_from_loads_only_weights_safely(tmp_path, data_overrides, make_cfg)
     torch.save({"state_dict": {"head.weight": torch.zeros(1)}}, tmp_path / "empty.ckpt")
     with pytest.raises(ValueError, match="model.init_from=.*no model weights"):
         EmotionSystem(net={"name": "ar2"}, init_from=str(tmp_path / "empty.ckpt"))
+
+
+def test_parallel_launcher_names_folders_by_config_and_fold(tmp_path, data_overrides):
+    # the joblib launcher resolves the run folder in its worker processes: the ${run_id:} resolver must be there
+    log = _train_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "experiment=ar2_video",
+                      "debug=fast", "cv.fold=0,1", f"paths.log_dir={tmp_path}", *data_overrides], tmp_path)
+    [config] = [p for p in (tmp_path / "ar2_video" / "loso").iterdir() if p.is_dir()]
+    assert len(config.name) == 8, log[-2000:]
+    assert sorted(p.parent.name for p in config.glob("fold_*/predictions.csv")) == ["fold_0", "fold_1"]

@@ -140,8 +140,9 @@ def resize_area(images: torch.Tensor, widths: torch.Tensor, height: int, width: 
         ``[B, height, width]``, the same dtype as ``images``.
     """
     enlarging = (widths < width) | (images.shape[1] < height)
-    # every clip has all its rows: one set of weights, per clip only through ``enlarging``
-    rows = _area_weights(torch.full_like(widths[:1], images.shape[1]), height, images.shape[1], enlarging)
+    # every clip has all its rows: two sets of row weights (shrinking, enlarging), picked per clip
+    both = torch.tensor([False, True], device=widths.device)
+    rows = _area_weights(torch.full_like(widths[:1], images.shape[1]), height, images.shape[1], both)[enlarging.long()]
     cols = _area_weights(widths, width, images.shape[2], enlarging)
     # time first: the larger axis shrinks before the second product
     return rows.to(images.dtype) @ (images @ cols.to(images.dtype).transpose(1, 2))

@@ -107,15 +107,15 @@ class ResidentClips:
             # on the CPU the memory map itself is used (the page cache is shared between processes);
             # a device or pinned copy is made once
             self.arrays[key] = t.pin_memory() if pin else t.to(self.store)
-        clips = cache.clips
-        as_tensor = lambda col: torch.as_tensor(clips[col].to_numpy(np.int64), device=self.store)  # noqa: E731
-        self.video_offset, self.n_frames = as_tensor("video_offset"), as_tensor("n_frames")
-        self.audio_offset, self.n_samples = as_tensor("audio_offset"), as_tensor("n_samples")
-        self.labels = as_tensor("label")
+        index = {col: torch.tensor(cache.clips[col].to_numpy(np.int64), device=self.store)
+                 for col in ("video_offset", "n_frames", "audio_offset", "n_samples", "label")}
+        self.video_offset, self.n_frames = index["video_offset"], index["n_frames"]
+        self.audio_offset, self.n_samples = index["audio_offset"], index["n_samples"]
+        self.labels = index["label"]
 
-    def batch(self, rows: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> dict:
+    def batch(self, rows: torch.Tensor, jitter: bool = False, generator: torch.Generator | None = None) -> dict:
         """The batch of cache rows ``rows``: the same keys, shapes, dtypes and values as
-        :func:`clip_item` collated (``train`` jitters the frames, drawn from ``generator``).
+        :func:`clip_item` collated (``jitter``: the frames jittered, drawn from ``generator``).
 
         ``label`` and ``index`` are int64, as a DataLoader collates them."""
         rows = rows.to(self.store)
@@ -124,7 +124,7 @@ class ResidentClips:
         if VIDEO in spec.modalities:
             n = self.n_frames[rows][:, None]
             k = torch.arange(spec.frames, device=self.store)[None]
-            if train:
+            if jitter:
                 u = torch.rand(len(rows), spec.frames, generator=generator, device=self.store, dtype=torch.float64)
                 # frame k drawn uniformly from the k-th of T equal segments, as sample_frame_indices
                 picks = torch.minimum(((k + u) * n / spec.frames).floor().long(), n - 1)
@@ -155,7 +155,9 @@ class ResidentLoader:
     """Batches of some rows of a :class:`ResidentClips`, in place of a DataLoader.
 
     Shuffles in training with its own generator (seeded from torch's, so seeded runs repeat);
-    evaluation keeps the rows' order.
+    evaluation keeps the rows' order. Under DDP each process trains on its share of each epoch's
+    order (every process draws the same order: Lightning seeds them alike); evaluation runs on all
+    rows everywhere, which leaves the summed confusion's rates unchanged.
     """
 
     def __init__(self, clips: ResidentClips, rows: np.ndarray, batch_size: int, train: bool, jitter: bool = True):
@@ -163,12 +165,21 @@ class ResidentLoader:
         self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
         self.generator = torch.Generator(clips.store).manual_seed(int(torch.randint(2**62, (1,)))) if train else None
 
+    def _shard(self) -> tuple[int, int]:
+        """(rank, processes) of the training rows' split under DDP; (0, 1) otherwise."""
+        if self.train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
     def __len__(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
+        rank, processes = self._shard()
+        return -(-len(range(rank, len(self.rows), processes)) // self.batch_size)
 
     def __iter__(self):
         rows = self.rows.to(self.clips.store)
         if self.train:
             rows = rows[torch.randperm(len(rows), generator=self.generator, device=self.clips.store)]
+            rank, processes = self._shard()
+            rows = rows[rank::processes]
         for i in range(0, len(rows), self.batch_size):
             yield self.clips.batch(rows[i : i + self.batch_size], self.train and self.jitter, self.generator)

@@ -56,7 +56,8 @@ class ModelInputs(nn.Module):
     def forward(self, batch: dict, augment: bool = False) -> dict[str, Tensor]:
         out = {}
         if VIDEO in self.modalities:
-            out[VIDEO] = (batch[VIDEO].float() - PIXEL_CENTRE) / PIXEL_SCALE
+            # a copy, then in place: one pass fewer, and the batch is never written to
+            out[VIDEO] = batch[VIDEO].to(torch.float32, copy=True).sub_(PIXEL_CENTRE).div_(PIXEL_SCALE)
         if AUDIO in self.modalities:
             waves, lengths = batch[AUDIO], batch["audio_length"]
             if waves.device.type == "cpu":
