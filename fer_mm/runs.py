@@ -77,17 +77,32 @@ def _has(node: Any, dotted: str) -> bool:
     return True
 
 
+def _relative_to(node: Any, root: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _relative_to(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_relative_to(v, root) for v in node]
+    if isinstance(node, str) and (node == root or node.startswith(root + "/")):
+        return "<paths.root_dir>" + node[len(root):]  # a marker, not an interpolation
+    return node
+
+
 def result_config(cfg: DictConfig | dict) -> dict:
     """The resolved config without the keys that cannot change a result.
 
     A key that only repeats another (``data.protocol: ${cv.protocol}``) is left out where the
-    other is kept, so each setting is hashed, and named in a report, once.
+    other is kept, so each setting is hashed, and named in a report, once. Paths under the project
+    root (``paths.root_dir``, set by ``FER_MM_ROOT``) are kept relative to it, so the default twin's
+    runs keep their hash when the project moves.
     """
     raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
     raw.pop("hydra", None)
     _drop_output_references(raw)
     aliases = _aliases(raw)
     resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    root = (resolved.get("paths") or {}).get("root_dir")
+    if root:
+        resolved = _relative_to(resolved, str(root).rstrip("/"))
     for key in IGNORED_KEYS:
         _drop(resolved, key.split("."))
     for key, target in aliases.items():

@@ -49,6 +49,14 @@ def test_the_run_folder_holds_the_hash():
     assert "protocol" not in hashed["data"] and "sample_rate" not in hashed["model"]["inputs"]  # aliases, hashed once
 
 
+def test_the_project_root_does_not_change_the_hash(monkeypatch):
+    here = config_hash(_compose())
+    monkeypatch.setenv("FER_MM_ROOT", "/some/where/else")
+    moved = _compose()
+    assert config_hash(moved) == here and result_config(moved)["data"]["root"] == "<paths.root_dir>/datasets/crema_d_synth"
+    assert config_hash(_compose("data.root=/some/where/else/other_twin")) != here
+
+
 def test_differing_keys_names_what_changed():
     a, b = result_config(_compose()), result_config(_compose("model.optimizer.lr=0.05", "seed=2"))
     assert differing_keys([a, b]) == ["model.optimizer.lr", "seed"]  # cv.protocol.seed: ${seed}, named once
