@@ -137,3 +137,21 @@ def test_ar5_modality_dropout_zeroes_one_branch_in_training_only():
     assert (video_zero ^ audio_zero).all()  # exactly one branch dropped per sample
     model.eval()(**x)
     assert not (seen[-1][:, :16] == 0).all(1).any() and not (seen[-1][:, 16:] == 0).all(1).any()
+
+
+def test_model_inputs_normalise_frames_and_keep_the_spectrogram_in_float32():
+    from fer_mm.models.inputs import ModelInputs
+
+    inputs = ModelInputs(["video", "audio"], frames=4, max_audio_seconds=2.0)
+    assert inputs.clip_spec.max_audio_samples == 32_000 and inputs.clip_spec.modalities == ("video", "audio")
+    video = torch.tensor([0, 127, 255], dtype=torch.uint8).repeat(2, 4, 1, 1)
+    waves, lengths = torch.randn(2, 32_000) * 0.1, torch.tensor([32_000, 20_000])
+    batch = {"video": video, "audio": waves, "audio_length": lengths}
+    out = inputs(batch)
+    assert out["video"].dtype == torch.float32 and out["video"][0, 0, 0].tolist() == [-127 / 128, 0.0, 1.0]
+    assert batch["video"].dtype == torch.uint8 and batch["video"][0, 0, 0].tolist() == [0, 127, 255]  # untouched
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = inputs(batch)["audio"]
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, out["audio"])  # the same image at any precision
+    with pytest.raises(ValueError, match="model.net.modalities"):
+        ModelInputs(["text"])

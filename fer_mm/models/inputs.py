@@ -65,7 +65,9 @@ class ModelInputs(nn.Module):
                 # longest clip can go: the same images, less work (not on a GPU, where reading the
                 # length would make the host wait for the device)
                 waves = waves[:, : max(int(lengths.max()), 1)]
-            out[AUDIO] = self.frontend(waves.float(), lengths, augment=augment)
+            # in float32 under mixed precision too: the same images in training and in inference
+            with torch.autocast(waves.device.type, enabled=False):
+                out[AUDIO] = self.frontend(waves.float(), lengths, augment=augment)
         return out
 
     def extra_repr(self) -> str:
