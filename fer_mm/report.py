@@ -100,7 +100,8 @@ def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
                 keys = differing_keys([e.config for e in variants])
                 for exp in variants:
                     flat = flatten(exp.config)
-                    exp.label += " [" + ", ".join(f"{k}={flat.get(k, '-')}" for k in keys) + "]"
+                    exp.label += " [" + (", ".join(f"{k}={flat.get(k, '-')}" for k in keys)
+                                         or f"config {exp.config_hash}") + "]"
     return {e.key: e for e in sorted(experiments.values(), key=lambda e: e.key)}
 
 
@@ -118,6 +119,7 @@ def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
     return dict(
         experiment=exp.key, name=exp.name, protocol=exp.protocol, config_hash=exp.config_hash,
         modalities=first["modalities"], label=first["label"], dataset=first["dataset"],
+        selected_on_validation=all(exp.folds[f]["selected_by"].endswith("on validation actors") for f in folds),
         folds_found=len(folds), folds_expected=len(expected), missing_folds=sorted(set(expected) - set(exp.folds)),
         pooled=prediction_scores(pooled, n),
         fold_acc_mean=float(accs.mean()), fold_acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
@@ -180,13 +182,20 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
+def _selection(summaries: list[dict]) -> str:
+    other = sorted({s["experiment"] for s in summaries if not s["selected_on_validation"]})
+    if not other:
+        return "checkpoints were chosen on validation actors only."
+    return f"checkpoints were chosen on validation actors, except in {', '.join(other)} (the last epoch's model)."
+
+
 def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict | None, images: dict) -> str:
     lines = ["# fer-mm results", ""]
     datasets = {s["dataset"] for s in summaries}
     lines += [f"Labels: {summaries[0]['label']}. Data: "
               + (f"{DATASET_TITLES[datasets.pop()]}." if len(datasets) == 1 else
                  "mixed: " + ", ".join(DATASET_TITLES[d] for d in sorted(datasets)) + "."),
-              "All protocols are speaker-independent; checkpoints were chosen on validation actors only.", "",
+              "All protocols are speaker-independent; " + _selection(summaries), "",
               "## Experiments", "",
               "| experiment | protocol | config | inputs | folds | pooled acc % | fold acc % (mean ± sd) | UAR % | macro F1 % |",
               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]

@@ -22,12 +22,13 @@ HASH_LENGTH = 8
 IGNORED_KEYS = (
     "hydra", "paths", "logger", "overwrite", "task_name",
     "cv.fold", "data.fold",  # the fold is a level of the layout of its own
-    "data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress",
+    "data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress", "data.resident_memory",
     "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "callbacks.*.dirpath",
 )
-# a value interpolating one of these says where outputs go, never what they are
-OUTPUT_REFERENCES = ("paths.output_dir", "paths.log_dir", "hydra:")
+# a value interpolating one of these says where this run's outputs go, never what they are
+OUTPUT_REFERENCES = ("paths.output_dir", "hydra:")
+FOLD = "${cv.fold}"
 ALIAS = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 
 
@@ -44,15 +45,17 @@ def _drop(node: Any, parts: list[str]) -> None:
 
 
 def _drop_output_references(node: Any) -> None:
-    if isinstance(node, dict):
-        for key in list(node):
-            value = node[key]
-            if isinstance(value, str) and "${" in value and any(ref in value for ref in OUTPUT_REFERENCES):
+    """Drop values naming this run's own output places; a value that names the fold inside a
+    longer one (stage one's ``.../fold_${cv.fold}/checkpoints/best.ckpt``) keeps ``<fold>`` instead,
+    so all folds of a config share its hash."""
+    items = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
+    for key, value in reversed(items):
+        if isinstance(value, str) and "${" in value:
+            if any(ref in value for ref in OUTPUT_REFERENCES):
                 del node[key]
-            else:
-                _drop_output_references(value)
-    elif isinstance(node, list):
-        for value in node:
+            elif FOLD in value and value != FOLD:
+                node[key] = value.replace(FOLD, "<fold>")
+        else:
             _drop_output_references(value)
 
 

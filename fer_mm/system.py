@@ -38,7 +38,8 @@ class EmotionSystem(pl.LightningModule):
                  scheduler: Callable[..., Any] | None = None, class_weights: Sequence[float] | None = None,
                  init_from: str | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # init_from is left out: a checkpoint holds its weights already and must load on its own
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
         net, inputs = dict(net), dict(inputs or {})
         if "frames" in net:
             raise ValueError("model.net.frames is not a setting: the frame count is model.inputs.frames")

@@ -130,6 +130,7 @@ def train(cfg: DictConfig) -> dict:
         epochs=int(trainer.current_epoch),
         precision=str(trainer.precision),
         device=str(trainer.strategy.root_device),
+        world_size=int(trainer.world_size),
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
         seconds=round(time.time() - t0, 1),

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
+from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader
 from fer_mm.data.datamodule import ClipDataset
 
 SPEC = ClipSpec(("video", "audio"), frames=20, sample_rate=16_000, max_audio_samples=28_000)  # some clips longer, some shorter
@@ -71,3 +71,18 @@ def test_resident_loader_shuffles_repeatably_and_covers_every_row(twin_cache):
     assert epochs(0)[0] == [first, second] and epochs(1)[0][0] != first  # seeded
     evaluation = ResidentLoader(clips, rows, batch_size=16, train=False)
     assert sum((b["index"].tolist() for b in evaluation), []) == rows.tolist()
+
+
+def test_resident_loader_gives_every_ddp_process_the_same_number_of_steps(twin_cache, monkeypatch):
+    clips = ResidentClips(twin_cache, SPEC)
+    rows = np.arange(33)  # not a multiple of the 2 processes: one row is repeated, as DistributedSampler does
+    seen = []
+    for rank in (0, 1):
+        torch.manual_seed(0)  # Lightning seeds every process alike
+        loader = ResidentLoader(clips, rows, batch_size=4, train=True)
+        monkeypatch.setattr(loader, "_shard", lambda rank=rank: (rank, 2))
+        batches = [b["index"].tolist() for b in loader]
+        assert len(batches) == len(loader) == 5 and sum(map(len, batches)) == 17
+        seen.append(sum(batches, []))
+    assert len(set(seen[0]) & set(seen[1])) <= 1  # the shares are disjoint but for the padding row
+    assert set(seen[0]) | set(seen[1]) == set(rows.tolist())  # every row trained on in the epoch

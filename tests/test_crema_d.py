@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from fer_mm.data.crema_d import (

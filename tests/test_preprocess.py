@@ -321,3 +321,24 @@ def test_a_fixed_detector_reprocesses_every_clip(twin_root, twin_cache, tmp_path
     assert sorted(calls) == sorted(twin_cache.clips["name"][:4])  # no skip record was reused
     assert len(cache) == 4 and cache.report["skipped_count"] == 0
     assert not final.with_name(final.name + ".parts").exists()
+
+
+def test_a_resumed_run_whose_remaining_clips_fail_alike_still_finishes(twin_root, twin_cache, tmp_path, monkeypatch):
+    # the first run caches 3 clips and is interrupted; the 5 left all lack a face: their own defect, not
+    # a broken setup, since clips were cached before. The resumed run skips them and finishes.
+    root = _small_root(twin_root, twin_cache, tmp_path / "root", 8)
+    real, calls = cache_mod.process_clip, []
+
+    def crash_after_three(args):
+        if len(calls) == 3:
+            raise Crash("simulated crash")
+        calls.append(args[0])
+        return real(args)
+
+    monkeypatch.setattr(cache_mod, "process_clip", crash_after_three)
+    with pytest.raises(Crash):
+        build_cache(root, tmp_path, workers=1, progress=False)
+    monkeypatch.setattr(cache_mod, "process_clip", real)
+    monkeypatch.setitem(video_io.DETECTORS, "haar", NoFaceDetector)
+    cache = build_cache(root, tmp_path, workers=1, progress=False, first_clips=4)
+    assert list(cache.clips["name"]) == calls and len(cache.report["skipped"]) == 5

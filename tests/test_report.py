@@ -98,7 +98,7 @@ def _fake_fold(root, experiment, fold, correct_mask, lr=1e-3):
     (out / "metrics.json").write_text(json.dumps(dict(
         schema_version=SCHEMA_VERSION, experiment=experiment, fold=fold, folds_total=8, protocol="loso",
         config_hash=config_hash, config={"model": {"optimizer": {"lr": lr}}, "seed": 0}, modalities=["video"],
-        label="acted", dataset="crema_d_twin", class_names=list("abcdef"),
+        label="acted", dataset="crema_d_twin", class_names=list("abcdef"), selected_by="val/uar on validation actors",
         actors=dict(train=actors[:fold] + actors[fold + 1:], val=[], test=[actors[fold]]))))
 
 

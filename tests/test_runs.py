@@ -57,6 +57,15 @@ def test_the_project_root_does_not_change_the_hash(monkeypatch):
     assert config_hash(_compose("data.root=/some/where/else/other_twin")) != here
 
 
+def test_a_stage_one_checkpoint_is_part_of_the_config_but_not_its_fold():
+    stage_one = "model.init_from=${paths.log_dir}/ar4_video/loso/%s/fold_${cv.fold}/checkpoints/best.ckpt"
+    a0, a1 = _compose(stage_one % "aaaa", "cv.fold=0"), _compose(stage_one % "aaaa", "cv.fold=1")
+    b0 = _compose(stage_one % "bbbb", "cv.fold=0")
+    assert config_hash(a0) == config_hash(a1) != config_hash(b0) != config_hash(_compose())
+    assert result_config(a0)["model"]["init_from"] == \
+        "<paths.root_dir>/experiments/ar4_video/loso/aaaa/fold_<fold>/checkpoints/best.ckpt"
+
+
 def test_differing_keys_names_what_changed():
     a, b = result_config(_compose()), result_config(_compose("model.optimizer.lr=0.05", "seed=2"))
     assert differing_keys([a, b]) == ["model.optimizer.lr", "seed"]  # cv.protocol.seed: ${seed}, named once

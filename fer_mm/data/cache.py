@@ -24,6 +24,7 @@ the next run; the reasons so far are written to ``<cache>.parts/preprocess_repor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -256,7 +257,9 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
         log.info("resuming: %d of %d clips already preprocessed in %s", len(done), len(scan.index), parts)
     # skips are kept in memory, not in parts: a skipped clip is retried by the next run, since its
     # reason may have been a broken setup that the user has fixed since
-    skipped, seen, watch = {}, 0, min(first_clips, len(scan.index))
+    # the first clips tell a broken setup only when they are the first ever: a resumed run's work
+    # list is weighted towards the clips that legitimately failed before
+    skipped, seen, watch = {}, 0, 0 if done else min(first_clips, len(scan.index))
     t0 = time.time()
     # closing: a stop ends the generator at once, which terminates the worker pool
     with closing(imap_progress(process_clip, todo, workers, "preprocessing clips", progress)) as results:
@@ -267,8 +270,7 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
                 skipped[name] = result["skip"]
             else:
                 meta = {k: result[k] for k in ("fps", "faces_missing", "audio_notes")}
-                write_atomic(parts / f"{name}.npz", lambda p: np.savez(
-                    open(p, "wb"), faces=result["faces"], audio=result["audio"], meta=json.dumps(meta)))
+                write_atomic(parts / f"{name}.npz", functools.partial(_save_part, result=result, meta=meta))
             if seen == watch and len(skipped) == seen and len({reason_kind(r) for r in skipped.values()}) == 1:
                 raise _stopped(_systematic(skipped, params, len(scan.index)), parts, root, scan, params, skipped, seen)
     for path, reason in scan.problems.items():
@@ -279,6 +281,11 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
         raise _stopped(f"no clip could be cached from {root} ({len(scan.index)} clips found; {summary})",
                        parts, root, scan, params, skipped, seen)
     return _assemble(final, parts, root, scan, params, skipped, time.time() - t0)
+
+
+def _save_part(path: Path, result: dict, meta: dict) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
+        np.savez(f, faces=result["faces"], audio=result["audio"], meta=json.dumps(meta))
 
 
 def reason_kind(reason: str) -> str:

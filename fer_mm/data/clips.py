@@ -8,8 +8,8 @@ What the network then takes (normalisation, the spectrogram) belongs to the mode
 
 Two ways to assemble batches, same contract and same values:
 - :func:`clip_item` per clip (DataLoader workers, inference on a new video);
-- :class:`ResidentClips`: the whole cache held once per process in device (or pinned host)
-  memory, each batch gathered there with batched tensor ops: no worker processes.
+- :class:`ResidentClips`: the whole cache held once per process in device memory (or read in
+  place from host memory), each batch gathered there with batched tensor ops: no worker processes.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ class ResidentClips:
         cache: the preprocessing cache.
         spec: what the model needs (only its modalities are loaded).
         device: where batches are made.
-        memory: ``device`` (the cache moves to the device), ``host`` (stays in host memory,
-            pinned on CUDA; each batch is gathered there and copied), or ``auto`` (device when
-            the cache takes under half of the free device memory, else host).
+        memory: ``device`` (the cache moves to the device), ``host`` (the cache stays in host
+            memory, as its memory map; each batch is gathered there, pinned and copied to the
+            device), or ``auto`` (device when the cache takes under half of the free device
+            memory, else host).
     """
 
     def __init__(self, cache: ClipCache, spec: ClipSpec, device: torch.device | str = "cpu", memory: str = "auto"):
@@ -96,17 +97,15 @@ class ResidentClips:
         on_device = self.device.type == "cpu" or memory == "device" or (
             memory == "auto" and self.device.type == "cuda" and _fits(nbytes, self.device))
         self.store = self.device if on_device else torch.device("cpu")
-        pin = self.device.type == "cuda" and not on_device
-        log.info("resident clips: %.2f GB of %s in %s memory%s", nbytes / 1e9, "+".join(arrays),
-                 self.device if on_device else "host", " (pinned)" if pin else "")
+        log.info("resident clips: %.2f GB of %s in %s memory", nbytes / 1e9, "+".join(arrays), self.store)
         self.arrays = {}
         for key, array in arrays.items():
             with warnings.catch_warnings():  # the map is read-only, and nothing here writes to it
                 warnings.simplefilter("ignore", UserWarning)
                 t = torch.from_numpy(array)
-            # on the CPU the memory map itself is used (the page cache is shared between processes);
-            # a device or pinned copy is made once
-            self.arrays[key] = t.pin_memory() if pin else t.to(self.store)
+            # in host memory the memory map itself is used: no copy, and the page cache holds one copy
+            # for all the processes on the machine; a device copy is made once per process
+            self.arrays[key] = t.to(self.store)
         index = {col: torch.tensor(cache.clips[col].to_numpy(np.int64), device=self.store)
                  for col in ("video_offset", "n_frames", "audio_offset", "n_samples", "label")}
         self.video_offset, self.n_frames = index["video_offset"], index["n_frames"]
@@ -124,8 +123,8 @@ class ResidentClips:
         if VIDEO in spec.modalities:
             n = self.n_frames[rows][:, None]
             k = torch.arange(spec.frames, device=self.store)[None]
-            if jitter:
-                u = torch.rand(len(rows), spec.frames, generator=generator, device=self.store, dtype=torch.float64)
+            if jitter:  # drawn on the CPU: the same draws wherever the cache lives
+                u = torch.rand(len(rows), spec.frames, generator=generator, dtype=torch.float64).to(self.store)
                 # frame k drawn uniformly from the k-th of T equal segments, as sample_frame_indices
                 picks = torch.minimum(((k + u) * n / spec.frames).floor().long(), n - 1)
             else:  # np.linspace(0, n - 1, T).round(), the method's evenly spaced frames
@@ -146,24 +145,25 @@ class ResidentClips:
             pcm = self.arrays[AUDIO][index.reshape(-1)].reshape(index.shape)
             out[AUDIO] = int16_to_float(pcm.float()) * valid
             out["audio_length"] = length
-        if self.store != self.device:
-            out = {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
+        if self.store != self.device:  # pinned, the copy to the device does not wait for it
+            out = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in out.items()}
         return out
 
 
 class ResidentLoader:
     """Batches of some rows of a :class:`ResidentClips`, in place of a DataLoader.
 
-    Shuffles in training with its own generator (seeded from torch's, so seeded runs repeat);
-    evaluation keeps the rows' order. Under DDP each process trains on its share of each epoch's
-    order (every process draws the same order: Lightning seeds them alike); evaluation runs on all
-    rows everywhere, which leaves the summed confusion's rates unchanged.
+    Shuffles in training with its own CPU generator (seeded from torch's, so seeded runs repeat,
+    wherever the cache lives); evaluation keeps the rows' order. Under DDP each process trains on
+    its share of each epoch's order (every process draws the same order: Lightning seeds them
+    alike), padded as DistributedSampler pads, so all processes take the same number of steps;
+    evaluation runs on all rows everywhere, which leaves the summed confusion's rates unchanged.
     """
 
     def __init__(self, clips: ResidentClips, rows: np.ndarray, batch_size: int, train: bool, jitter: bool = True):
         self.clips, self.batch_size, self.train, self.jitter = clips, batch_size, train, jitter
         self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        self.generator = torch.Generator(clips.store).manual_seed(int(torch.randint(2**62, (1,)))) if train else None
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,)))) if train else None
 
     def _shard(self) -> tuple[int, int]:
         """(rank, processes) of the training rows' split under DDP; (0, 1) otherwise."""
@@ -172,14 +172,16 @@ class ResidentLoader:
         return 0, 1
 
     def __len__(self) -> int:
-        rank, processes = self._shard()
-        return -(-len(range(rank, len(self.rows), processes)) // self.batch_size)
+        _, processes = self._shard()
+        return -(-(-(-len(self.rows) // processes)) // self.batch_size)
 
     def __iter__(self):
-        rows = self.rows.to(self.clips.store)
+        rows = self.rows
         if self.train:
-            rows = rows[torch.randperm(len(rows), generator=self.generator, device=self.clips.store)]
+            rows = rows[torch.randperm(len(rows), generator=self.generator)]
             rank, processes = self._shard()
-            rows = rows[rank::processes]
+            padded = -(-len(rows) // processes) * processes
+            rows = torch.cat([rows, rows[: padded - len(rows)]])[rank::processes]
+        rows = rows.to(self.clips.store)
         for i in range(0, len(rows), self.batch_size):
             yield self.clips.batch(rows[i : i + self.batch_size], self.train and self.jitter, self.generator)

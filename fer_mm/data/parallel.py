@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from multiprocessing import get_context
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
 

@@ -101,7 +101,7 @@ class AR4(EmotionModel):
 
     def set_stage(self, stage: str) -> None:
         if stage not in self.STAGES:
-            raise ValueError(f"model.stage={stage!r}: use one of {self.STAGES}")
+            raise ValueError(f"model.net.stage={stage!r}: use one of {self.STAGES}")
         self.stage = stage
         frozen = stage == "classifier"
         for p in self.extractor.parameters():

@@ -54,7 +54,7 @@ class AR5(EmotionModel):
                  modality_dropout: float = 0.0):
         super().__init__()
         if not 0 <= modality_dropout <= 1:
-            raise ValueError(f"model.modality_dropout must be in [0, 1], got {modality_dropout}")
+            raise ValueError(f"model.net.modality_dropout must be in [0, 1], got {modality_dropout}")
         self.modality_dropout = modality_dropout
         self.modalities = ordered_modalities(modalities, "model.net.modalities")
         self.branches = nn.ModuleDict()
@@ -63,7 +63,7 @@ class AR5(EmotionModel):
             if modality not in self.modalities:
                 continue
             if embed < 1:
-                raise ValueError(f"model.{modality}_embed must be positive, got {embed}")
+                raise ValueError(f"model.net.{modality}_embed must be positive, got {embed}")
             branch = get_model(name, frames=frames, num_classes=0, modality=modality)
             self.branches[modality] = branch
             self.project[modality] = nn.Sequential(nn.Linear(branch.num_features, embed), nn.ReLU(inplace=True))
