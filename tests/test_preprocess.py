@@ -131,6 +131,19 @@ class Crash(RuntimeError):
     pass
 
 
+def _crash_after(n: int, calls: list):
+    """process_clip that records each clip and crashes the run at the (n+1)-th, as a killed run would."""
+    real = cache_mod.process_clip
+
+    def process(args):
+        if len(calls) == n:
+            raise Crash("simulated crash")
+        calls.append(args[0])
+        return real(args)
+
+    return process
+
+
 def test_interrupted_preprocessing_resumes(twin_root, twin_cache, tmp_path, monkeypatch):
     root = tmp_path / "root"
     (root / "VideoFlash").mkdir(parents=True)
@@ -140,14 +153,7 @@ def test_interrupted_preprocessing_resumes(twin_root, twin_cache, tmp_path, monk
         _copy_pair(twin_root, root, name)
     real = cache_mod.process_clip
     calls = []
-
-    def crash_after_three(args):
-        if len(calls) == 3:
-            raise Crash("simulated crash")
-        calls.append(args[0])
-        return real(args)
-
-    monkeypatch.setattr(cache_mod, "process_clip", crash_after_three)
+    monkeypatch.setattr(cache_mod, "process_clip", _crash_after(3, calls))
     with pytest.raises(Crash):
         build_cache(root, tmp_path, workers=1, progress=False)
     assert not (cache_mod.cache_path(root, tmp_path, PreprocessParams()) / "clips.csv").exists()
@@ -328,14 +334,7 @@ def test_a_resumed_run_whose_remaining_clips_fail_alike_still_finishes(twin_root
     # a broken setup, since clips were cached before. The resumed run skips them and finishes.
     root = _small_root(twin_root, twin_cache, tmp_path / "root", 8)
     real, calls = cache_mod.process_clip, []
-
-    def crash_after_three(args):
-        if len(calls) == 3:
-            raise Crash("simulated crash")
-        calls.append(args[0])
-        return real(args)
-
-    monkeypatch.setattr(cache_mod, "process_clip", crash_after_three)
+    monkeypatch.setattr(cache_mod, "process_clip", _crash_after(3, calls))
     with pytest.raises(Crash):
         build_cache(root, tmp_path, workers=1, progress=False)
     monkeypatch.setattr(cache_mod, "process_clip", real)
