@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 import torch
 
 from fer_mm.data.crema_d import SAMPLE_RATE
@@ -127,29 +128,24 @@ def _system(model: str, frontend: str):
                          optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4))
 
 
-class _EpochTimer:
+class _EpochTimer(pl.Callback):
     """Samples/s of a Lightning fit from its ``warmup``-th batch to the end of the epoch."""
 
-    def __new__(cls, warmup: int, device: torch.device):
-        import pytorch_lightning as pl
+    def __init__(self, warmup: int, device: torch.device):
+        self.warmup, self.device = warmup, device
+        self.t0, self.samples, self.rate = None, 0, float("nan")
 
-        class Timer(pl.Callback):
-            def __init__(self):
-                self.t0, self.samples, self.rate = None, 0, float("nan")
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            _sync(self.device)
+            self.t0 = time.perf_counter()
+        if self.t0 is not None:
+            self.samples += len(batch["label"])
 
-            def on_train_batch_start(self, trainer, module, batch, batch_idx):
-                if batch_idx == warmup:
-                    _sync(device)
-                    self.t0 = time.perf_counter()
-                if self.t0 is not None:
-                    self.samples += len(batch["label"])
-
-            def on_train_epoch_end(self, trainer, module):
-                _sync(device)
-                if self.t0 is not None:
-                    self.rate = self.samples / (time.perf_counter() - self.t0)
-
-        return Timer()
+    def on_train_epoch_end(self, trainer, module):
+        _sync(self.device)
+        if self.t0 is not None:
+            self.rate = self.samples / (time.perf_counter() - self.t0)
 
 
 def _cycle(loader):
@@ -158,8 +154,6 @@ def _cycle(loader):
 
 
 def pipeline(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    import pytorch_lightning as pl
-
     from fer_mm.data.clips import ResidentClips, ResidentLoader
     from fer_mm.data.protocols import LeaveOneSubjectOut
 

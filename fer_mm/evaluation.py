@@ -27,7 +27,6 @@ from fer_mm.files import write_atomic
 
 SCHEMA_VERSION = 2  # of metrics.json; 2: config hash and result config, dataset id, folds_total
 METRIC_NAMES = ("acc", "uar", "f1")
-PREDICTION_COLUMNS = ("name", "actor", "sentence", "level", "label", "label_name", "pred", "pred_name")
 
 
 def confusion_matrix(labels: Sequence[int], preds: Sequence[int], num_classes: int) -> np.ndarray:
