@@ -9,8 +9,10 @@ import hydra
 from omegaconf import DictConfig
 
 from fer_mm.data.cache import PreprocessError
+from fer_mm.runs import register_resolvers
 
 log = logging.getLogger("fer_mm.preprocess")
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")

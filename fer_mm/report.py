@@ -4,6 +4,11 @@ Reads the fold folders under each RUN_DIR (``metrics.json`` + ``predictions.csv`
 experiment and protocol, and writes ``results.md``, ``results.json``, a confusion matrix per
 experiment and a per-fold accuracy plot. Every number is recomputed from the per-clip
 predictions; the report never re-runs a model.
+
+On the synthetic twin each experiment is also set against its Bayes ceiling: the best accuracy any
+model can reach on its test clips from the modalities it sees, known from the twin's generation
+parameters (``fer_mm.data.displays``). Comparisons read "B minus A", with the richer input set as B
+where one contains the other, and their Wilcoxon p-values are Holm-corrected across the report.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import pandas as pd
 from scipy import stats
 
 from fer_mm.data.crema_d import parse_name
+from fer_mm.data.displays import bayes_ceiling, resolve_difficulty
+from fer_mm.data.synthetic import read_spec
 from fer_mm.evaluation import prediction_scores, read_run_record
 from fer_mm.runs import differing_keys, flatten
 from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
@@ -43,6 +50,7 @@ class Experiment:
     folds: dict[int, dict] = field(default_factory=dict)  # fold -> metrics.json
     predictions: dict[int, pd.DataFrame] = field(default_factory=dict)
     label: str = ""  # how the report names it: set by :func:`load_runs`
+    difficulty: dict | None = None  # the twin's display weights; None on real data or where unknown
 
     @property
     def key(self) -> str:
@@ -58,8 +66,23 @@ class Experiment:
     def config(self) -> dict:
         return next(iter(self.folds.values()))["config"]
 
+    @property
+    def modalities(self) -> list[str]:
+        return next(iter(self.folds.values()))["modalities"]
+
     def expected_folds(self) -> list[int]:
         return list(range(int(next(iter(self.folds.values()))["folds_total"])))
+
+
+def twin_difficulty(record: dict) -> dict | None:
+    """The twin's display weights ``{audio: w, video: w}`` a fold was run with, or None.
+
+    From the record's ``twin`` (the twin's spec; null on real data); records written before it
+    existed fall back to the data root's spec file.
+    """
+    spec = record["twin"] if "twin" in record else (read_spec(record["data_root"]) if record.get("data_root") else None)
+    difficulty = (spec or {}).get("difficulty")
+    return resolve_difficulty(difficulty) if difficulty is not None else None
 
 
 def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
@@ -89,6 +112,12 @@ def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
     by_name: dict[str, list[Experiment]] = {}
     for exp in experiments.values():
         by_name.setdefault(exp.name, []).append(exp)
+        weights = {json.dumps(twin_difficulty(m), sort_keys=True) for m in exp.folds.values()}
+        if len(weights) > 1:  # one ceiling needs one generation: say so rather than mix them
+            log.warning("%s %s: folds ran on twins of different difficulty %s; no ceiling", exp.name, exp.protocol,
+                        sorted(weights))
+        else:
+            exp.difficulty = json.loads(weights.pop())
     for name, group in by_name.items():
         for exp in group:
             exp.label = name if exp.protocol == "loso" else f"{name} ({exp.protocol})"
@@ -116,12 +145,16 @@ def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
     accs = np.array(list(per_fold.values()))
     expected = exp.expected_folds()
     first = exp.folds[folds[0]]
+    acc = prediction_scores(pooled, n)
+    # pooled clips, so the ceiling's acted prior is that of the accuracy it bounds
+    ceiling = bayes_ceiling(pooled["name"], exp.difficulty, exp.modalities) if exp.difficulty else None
     return dict(
         experiment=exp.key, name=exp.name, protocol=exp.protocol, config_hash=exp.config_hash,
         modalities=first["modalities"], label=first["label"], dataset=first["dataset"],
         selected_on_validation=all(exp.folds[f]["selected_by"].endswith("on validation actors") for f in folds),
         folds_found=len(folds), folds_expected=len(expected), missing_folds=sorted(set(expected) - set(exp.folds)),
-        pooled=prediction_scores(pooled, n),
+        pooled=acc, difficulty=exp.difficulty,
+        ceiling=ceiling, gap_to_ceiling=None if ceiling is None else ceiling - acc["acc"],
         fold_acc_mean=float(accs.mean()), fold_acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
         per_fold_acc={int(k): v for k, v in per_fold.items()},
     )
@@ -147,6 +180,31 @@ def compare(a: Experiment, b: Experiment) -> dict | None:
         folds_b_better=int((diffs > 0).sum()), folds_a_better=int((diffs < 0).sum()), folds_tied=int((diffs == 0).sum()),
         wilcoxon_statistic=statistic, wilcoxon_p=p_value,
     )
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values over the given ones (None: no test, left out of the family).
+
+    Step-down: the k-th smallest of m p-values is multiplied by m - k + 1 (k from 1); the
+    adjusted values are made monotone in that order and capped at 1.
+    """
+    tested = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(tested, key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (len(tested) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def default_pairs(experiments: list[Experiment]) -> list[tuple[str, str]]:
+    """Every pair with the same protocol as (A, B); where one's inputs strictly contain the other's,
+    the richer one is B, so each difference reads "richer minus poorer" (e.g. fused minus audio)."""
+    pairs = []
+    for a, b in itertools.combinations(experiments, 2):
+        if a.protocol == b.protocol:
+            pairs.append((b.key, a.key) if set(a.modalities) > set(b.modalities) else (a.key, b.key))
+    return pairs
 
 
 def human_baseline(votes_path: Path, clips: set[str] | None = None) -> dict:
@@ -197,13 +255,19 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
                  "mixed: " + ", ".join(DATASET_TITLES[d] for d in sorted(datasets)) + "."),
               "All protocols are speaker-independent; " + _selection(summaries), "",
               "## Experiments", "",
-              "| experiment | protocol | config | inputs | folds | pooled acc % | fold acc % (mean ± sd) | UAR % | macro F1 % |",
-              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+              "| experiment | protocol | config | inputs | folds | pooled acc % | ceiling % | gap (pp) "
+              "| fold acc % (mean ± sd) | UAR % | macro F1 % |",
+              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in summaries:
         folds = f"{s['folds_found']}/{s['folds_expected']}"
         lines.append(f"| {s['experiment']} | {s['protocol']} | `{s['config_hash']}` | {'+'.join(s['modalities'])} | "
-                     f"{folds} | {_pct(s['pooled']['acc'])} | {_pct(s['fold_acc_mean'])} ± {_pct(s['fold_acc_std'])} | "
+                     f"{folds} | {_pct(s['pooled']['acc'])} | {_pct(s['ceiling'])} | {_pct(s['gap_to_ceiling'])} | "
+                     f"{_pct(s['fold_acc_mean'])} ± {_pct(s['fold_acc_std'])} | "
                      f"{_pct(s['pooled']['uar'])} | {_pct(s['pooled']['f1'])} |")
+    if any(s["ceiling"] is not None for s in summaries):
+        lines += ["", "Ceiling: the best accuracy any model can reach on these test clips given what each of its "
+                  "inputs displays (the Bayes-optimal guess of the acted emotion from the displayed ones), computed "
+                  "exactly from the twin's generation parameters; gap = ceiling minus pooled accuracy."]
     missing = [s for s in summaries if s["missing_folds"]]
     for s in missing:
         lines.append(f"\nMissing folds of {s['experiment']} ({s['protocol']}): {s['missing_folds']}")
@@ -212,16 +276,19 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
     for s in summaries:
         lines.append(f"| {s['experiment']} | " + " | ".join(_pct(r) for r in s["pooled"]["per_class_recall"]) + " |")
     if comparisons:
-        lines += ["", "## Comparisons (B minus A, on the folds both have)", "",
-                  "| A | B | folds | Δ pooled acc (pp) | Δ UAR (pp) | Δ per fold (pp, mean ± sd) | B better / worse / tied | Wilcoxon p |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+        lines += ["", "## Comparisons (B minus A, on the folds both have; richer minus poorer: B is the one whose inputs "
+                  "contain the other's, unless --compare set the order)", "",
+                  "| A | B | folds | Δ pooled acc (pp) | Δ UAR (pp) | Δ per fold (pp, mean ± sd) | B better / worse / tied "
+                  "| Wilcoxon p | Holm p |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
         for c in comparisons:
-            p = "-" if c["wilcoxon_p"] is None else f"{c['wilcoxon_p']:.3g}"
+            p, p_holm = ("-" if x is None else f"{x:.3g}" for x in (c["wilcoxon_p"], c["wilcoxon_p_holm"]))
             lines.append(f"| {c['a']} | {c['b']} | {c['folds']} | {100 * c['pooled_acc_diff']:+.2f} | "
                          f"{100 * c['pooled_uar_diff']:+.2f} | {100 * c['fold_diff_mean']:+.2f} ± "
                          f"{100 * c['fold_diff_std']:.2f} | {c['folds_b_better']} / {c['folds_a_better']} / "
-                         f"{c['folds_tied']} | {p} |")
-        lines += ["", "Wilcoxon signed-rank test (two-sided) on the per-fold accuracy differences; tied folds dropped."]
+                         f"{c['folds_tied']} | {p} | {p_holm} |")
+        lines += ["", "Wilcoxon signed-rank test (two-sided) on the per-fold accuracy differences; tied folds dropped. "
+                  "Holm p: Holm-Bonferroni corrected over all the comparisons above that have a p-value."]
     if humans:
         lines += ["", "## CREMA-D human raters", "",
                   "Share of individual ratings that name the acted emotion (`tabulatedVotes.csv`: ids starting 1 = voice "
@@ -281,6 +348,35 @@ def plot_fold_accuracy(summaries: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_ceilings(summaries: list[dict], path: Path) -> None:
+    """Pooled accuracy per experiment as bars, each with its Bayes ceiling as a line across it, and chance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(summaries) + 1.5), 4.0))
+    x = np.arange(len(summaries))
+    ax.bar(x, [100 * s["pooled"]["acc"] for s in summaries], 0.6, color="tab:blue", label="pooled accuracy")
+    label = "Bayes ceiling"
+    for k, s in enumerate(summaries):
+        if s["ceiling"] is None:
+            continue
+        ax.hlines(100 * s["ceiling"], k - 0.38, k + 0.38, color="black", lw=2.2, label=label)
+        label = None  # one legend entry
+        ax.annotate(f"gap {100 * s['gap_to_ceiling']:.1f}", (k, 100 * s["ceiling"]), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize=7)
+    ax.axhline(100 / len(EMOTIONS), color="grey", lw=0.8, ls="--", label="chance")
+    ax.set_xticks(x, [f"{s['experiment']}\n({'+'.join(s['modalities'])})" for s in summaries], fontsize=7)
+    ax.set_ylabel("test accuracy %")
+    ax.set_ylim(0, 105)
+    ax.set_title("modalities against their ceilings", fontsize=9)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=3, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def find_votes(experiments: dict[str, Experiment]) -> Path | None:
     for exp in experiments.values():
         for m in exp.folds.values():
@@ -299,7 +395,7 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
     summaries = [summarise(e) for e in experiments.values()]
     by_key = {e.key: e for e in experiments.values()}
     if pairs is None:
-        pairs = [(a.key, b.key) for a, b in itertools.combinations(experiments.values(), 2) if a.protocol == b.protocol]
+        pairs = default_pairs(list(experiments.values()))
     comparisons = []
     for a, b in pairs:
         unknown = {a, b} - set(by_key)
@@ -308,6 +404,8 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
         c = compare(by_key[a], by_key[b])
         if c:
             comparisons.append(c)
+    for c, p in zip(comparisons, holm([c["wilcoxon_p"] for c in comparisons])):
+        c["wilcoxon_p_holm"] = p
     votes = votes or find_votes(experiments)
     humans = None
     if votes:
@@ -324,6 +422,9 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
         images[f"confusion matrix, {exp.key}"] = name
     plot_fold_accuracy(summaries, out_dir / "per_fold_accuracy.png")
     images["per-fold test accuracy"] = "per_fold_accuracy.png"
+    if any(s["ceiling"] is not None for s in summaries):
+        plot_ceilings(summaries, out_dir / "ceilings.png")
+        images["modalities against their ceilings"] = "ceilings.png"
     results = dict(experiments=summaries, comparisons=comparisons, human_baseline=humans, votes_file=str(votes) if votes else None)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = render_markdown(summaries, comparisons, humans, images)
@@ -350,11 +451,18 @@ def _log_wandb(summaries: list[dict], comparisons: list[dict], out_dir: Path, im
     run = wandb.init(project="fer-mm", job_type="report", name="report", dir=str(out_dir),
                      mode="online" if wandb_configured() else "offline")
     try:
-        columns = ["experiment", "protocol", "folds", "pooled_acc", "fold_acc_mean", "fold_acc_std", "uar", "f1"]
-        table = wandb.Table(columns=columns, data=[[s["experiment"], s["protocol"], s["folds_found"], s["pooled"]["acc"],
-                                                    s["fold_acc_mean"], s["fold_acc_std"], s["pooled"]["uar"],
-                                                    s["pooled"]["f1"]] for s in summaries])
-        payload = {"results": table, **{title: wandb.Image(str(out_dir / name)) for title, name in images.items()}}
+        columns = ["experiment", "protocol", "inputs", "folds", "pooled_acc", "ceiling", "gap_to_ceiling",
+                   "fold_acc_mean", "fold_acc_std", "uar", "f1"]
+        table = wandb.Table(columns=columns, data=[[s["experiment"], s["protocol"], "+".join(s["modalities"]),
+                                                    s["folds_found"], s["pooled"]["acc"], s["ceiling"],
+                                                    s["gap_to_ceiling"], s["fold_acc_mean"], s["fold_acc_std"],
+                                                    s["pooled"]["uar"], s["pooled"]["f1"]] for s in summaries])
+        # the comparison plot gets a table of its own: one sharing "results" is not written as a file offline
+        bars = wandb.Table(columns=["experiment", "pooled_acc"], data=[[s["experiment"], s["pooled"]["acc"]]
+                                                                      for s in summaries])
+        payload = {"results": table,
+                   "pooled accuracy": wandb.plot.bar(bars, "experiment", "pooled_acc", title="pooled test accuracy"),
+                   **{title: wandb.Image(str(out_dir / name)) for title, name in images.items()}}
         if comparisons:
             payload["comparisons"] = wandb.Table(dataframe=pd.DataFrame(comparisons))
         run.log(payload)

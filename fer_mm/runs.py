@@ -142,7 +142,16 @@ def _run_id_resolver(*, _root_: DictConfig) -> str:
     return config_hash(_root_)
 
 
+def _twin_dir_resolver(synthetic: DictConfig) -> str:
+    from fer_mm.data.synthetic import twin_dirname
+
+    return twin_dirname(OmegaConf.to_container(synthetic, resolve=True))
+
+
 def register_resolvers() -> None:
-    """``${run_id:}`` in the Hydra run and sweep folders (conf/hydra/default.yaml)."""
+    """``${run_id:}`` in the Hydra run and sweep folders (conf/hydra/default.yaml), and
+    ``${twin_dir:${data.synthetic}}`` in the twin's data root (conf/data/synthetic.yaml)."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", _run_id_resolver)
+    if not OmegaConf.has_resolver("twin_dir"):
+        OmegaConf.register_new_resolver("twin_dir", _twin_dir_resolver)

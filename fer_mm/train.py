@@ -120,6 +120,7 @@ def train(cfg: DictConfig) -> dict:
         speaker_independent=True,
         label=LABEL_SOURCE,
         dataset=datamodule.dataset_id,
+        twin=datamodule.twin_spec,
         model=cfg.model.net.name,
         modalities=list(system.modalities),
         n_clips=dict(train=len(datamodule.rows["train"]), val=len(datamodule.rows["val"]), test=len(predictions)),

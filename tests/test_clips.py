@@ -8,7 +8,7 @@ from torch.utils.data import default_collate
 from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader
 from fer_mm.data.datamodule import ClipDataset
 
-SPEC = ClipSpec(("video", "audio"), frames=20, sample_rate=16_000, max_audio_samples=28_000)  # some clips longer, some shorter
+SPEC = ClipSpec(("video", "audio"), frames=20, sample_rate=16_000, max_audio_samples=42_000)  # some clips longer, some shorter
 
 
 def _per_item(cache, rows, spec, train):

@@ -30,7 +30,7 @@ def test_real_clip_names_index_counts(crema_meta):
 def test_release_scheme_and_full_twin_match_the_real_names(crema_meta):
     real = set(crema_meta("clip_names.txt").read_text().split())
     assert set(release_names()) == real
-    assert set(twin_names(91, 12)) == real
+    assert set(twin_names(91, 12)) == real - set(KNOWN_DEFECTS) and len(twin_names(91, 12)) == 7438
 
 
 def test_twin_subsets_are_release_subsets():

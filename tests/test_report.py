@@ -1,12 +1,15 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from fer_mm.data.crema_d import EMOTIONS
+from fer_mm.data.displays import display_matrix
 from fer_mm.evaluation import SCHEMA_VERSION
-from fer_mm.report import human_baseline, main as report_main
+from fer_mm.report import holm, human_baseline, main as report_main
 from fer_mm.train import train
 
 SWEEPS = {"ar2_video": [0, 1, 2], "ar5_audio_only": [0, 1, 3]}
@@ -85,21 +88,21 @@ def test_report_with_votes_adds_the_human_rows(sweeps, tmp_path, crema_meta):
     assert "CREMA-D human raters" in text and "the test clips above" in text
 
 
-def _fake_fold(root, experiment, fold, correct_mask, lr=1e-3):
+def _fake_fold(root, experiment, fold, correct_mask, lr=1e-3, modalities=("video",), twin=None):
     """A fold folder as train.py writes it, with a chosen pattern of correct predictions."""
     config_hash = f"lr{lr:g}"
     out = root / experiment / "loso" / config_hash / f"fold_{fold}"
     out.mkdir(parents=True)
     labels = np.arange(len(correct_mask)) % 6
     preds = np.where(correct_mask, labels, (labels + 1) % 6)
-    pd.DataFrame(dict(name=[f"{1001 + fold}_IEO_ANG_HI"] * len(labels), actor=1001 + fold, label=labels,
+    pd.DataFrame(dict(name=[f"{1001 + fold}_DFA_{EMOTIONS[k]}_XX" for k in labels], actor=1001 + fold, label=labels,
                       pred=preds)).to_csv(out / "predictions.csv", index=False)
     actors = list(range(1001, 1009))
     (out / "metrics.json").write_text(json.dumps(dict(
         schema_version=SCHEMA_VERSION, experiment=experiment, fold=fold, folds_total=8, protocol="loso",
-        config_hash=config_hash, config={"model": {"optimizer": {"lr": lr}}, "seed": 0}, modalities=["video"],
+        config_hash=config_hash, config={"model": {"optimizer": {"lr": lr}}, "seed": 0}, modalities=list(modalities),
         label="acted", dataset="crema_d_twin", class_names=list("abcdef"), selected_by="val/uar on validation actors",
-        actors=dict(train=actors[:fold] + actors[fold + 1:], val=[], test=[actors[fold]]))))
+        actors=dict(train=actors[:fold] + actors[fold + 1:], val=[], test=[actors[fold]]), twin=twin)))
 
 
 def test_paired_comparison_on_known_differences(tmp_path):
@@ -120,12 +123,124 @@ def test_paired_comparison_on_known_differences(tmp_path):
 
 
 def test_report_logs_a_wandb_summary_run_offline(tmp_path, wandb_offline):
+    twin = {"difficulty": {"audio": 0.5, "video": 0.55}}
     for fold in range(3):
-        _fake_fold(tmp_path / "runs", "video_only", fold, np.arange(12) < 4 + fold)
+        _fake_fold(tmp_path / "runs", "video_only", fold, np.arange(12) < 4 + fold, twin=twin)
+        _fake_fold(tmp_path / "runs", "fusion", fold, np.arange(12) < 6 + fold, modalities=("video", "audio"), twin=twin)
     out = tmp_path / "out"
     report_main([str(tmp_path / "runs"), "--out", str(out), "--wandb"])
-    runs = list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    [run] = list((out / "wandb").glob("offline-run-*"))
+    assert any(run.rglob("*.wandb"))
+    media = run / "files" / "media"
+    tables = {p.name.rsplit("_", 2)[0]: json.loads(p.read_text()) for p in (media / "table").glob("*.table.json")}
+    assert set(tables) == {"results", "comparisons", "pooled accuracy_table"}  # the last: the bar chart's data
+    results = tables["results"]
+    assert {"ceiling", "gap_to_ceiling"} <= set(results["columns"]) and len(results["data"]) == 2
+    assert all(row[results["columns"].index("ceiling")] > 0.5 for row in results["data"])
+    assert len(tables["pooled accuracy_table"]["data"]) == 2
+    assert any("ceilings" in p.name for p in (media / "images").glob("*.png"))
+
+
+def _independent_ceiling(names, weights, modalities):
+    """Sum over the displays seen of the most likely acted emotion's joint probability, by explicit loops."""
+    prior = np.bincount([EMOTIONS.index(n.split("_")[2]) for n in names], minlength=6) / len(names)
+    audio, video = display_matrix("audio", weights["audio"]), display_matrix("video", weights["video"])
+    if set(modalities) == {"audio"}:
+        return sum(max(prior[a] * audio[a, d] for a in range(6)) for d in range(6))
+    if set(modalities) == {"video"}:
+        return sum(max(prior[a] * video[a, d] for a in range(6)) for d in range(6))
+    return sum(max(prior[a] * video[a, dv] * audio[a, da] for a in range(6)) for dv in range(6) for da in range(6))
+
+
+def _copy_records(src, dst, edit):
+    """The sweeps' fold records (metrics.json + predictions.csv) copied to ``dst``, each edited by ``edit``."""
+    for path in src.rglob("metrics.json"):
+        target = dst / path.parent.relative_to(src)
+        target.mkdir(parents=True)
+        shutil.copy(path.with_name("predictions.csv"), target)
+        record = json.loads(path.read_text())
+        edit(record)
+        (target / "metrics.json").write_text(json.dumps(record))
+
+
+def test_report_sets_each_experiment_against_its_twin_ceiling(sweeps, tmp_path):
+    weights = {"audio": 0.4, "video": 0.7}
+    _copy_records(sweeps, tmp_path / "runs", lambda r: r.update(twin={"seed": 0, "difficulty": weights}))
+    out = tmp_path / "out"
+    report_main([str(tmp_path / "runs"), "--out", str(out), "--no-wandb"])
+    results = json.loads((out / "results.json").read_text())
+    for s in results["experiments"]:
+        names = pd.concat(_fold_predictions(sweeps, s["name"], SWEEPS[s["name"]]).values())["name"]
+        assert s["ceiling"] == pytest.approx(_independent_ceiling(names, weights, s["modalities"]))
+        assert s["gap_to_ceiling"] == pytest.approx(s["ceiling"] - s["pooled"]["acc"])
+        assert s["difficulty"] == weights
+    text = (out / "results.md").read_text()
+    assert "| ceiling % | gap (pp) |" in text and "Bayes-optimal" in text
+    assert f"{100 * results['experiments'][0]['ceiling']:.2f}" in text
+    assert "ceilings.png" in text and (out / "ceilings.png").stat().st_size > 1000
+
+    # records written before ``twin`` existed: the data root's spec file gives the weights
+    spec_root = tmp_path / "old_twin"
+    spec_root.mkdir()
+    (spec_root / "SYNTHETIC.json").write_text(json.dumps({"difficulty": weights}))
+
+    def old_record(record):
+        record.pop("twin", None)
+        record["data_root"] = str(spec_root)
+
+    _copy_records(sweeps, tmp_path / "old_runs", old_record)
+    report_main([str(tmp_path / "old_runs"), "--out", str(tmp_path / "old_out"), "--no-wandb"])
+    old = json.loads((tmp_path / "old_out" / "results.json").read_text())
+    assert [s["ceiling"] for s in old["experiments"]] == pytest.approx([s["ceiling"] for s in results["experiments"]])
+
+    # real data (``twin`` null): no ceiling, no ceiling figure
+    _copy_records(sweeps, tmp_path / "real_runs", lambda r: r.update(twin=None))
+    report_main([str(tmp_path / "real_runs"), "--out", str(tmp_path / "real_out"), "--no-wandb"])
+    real = json.loads((tmp_path / "real_out" / "results.json").read_text())
+    assert all(s["ceiling"] is None and s["gap_to_ceiling"] is None for s in real["experiments"])
+    assert not (tmp_path / "real_out" / "ceilings.png").exists()
+    assert "| - | - |" in (tmp_path / "real_out" / "results.md").read_text()
+
+
+def test_holm_correction_on_a_hand_example():
+    # sorted: 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> 0.06 (monotone)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02, None, 0.04]) == [pytest.approx(0.04), None, pytest.approx(0.04)]  # no test: not in the family
+    assert holm([]) == []
+
+
+def test_comparisons_read_richer_minus_poorer_with_holm_p(tmp_path):
+    rng = np.random.default_rng(1)
+    hits = {"ar5_audio_only": [8, 9, 7, 10, 8, 9, 6, 8], "ar5_video_only": [12, 8, 11, 9, 15, 12, 7, 14],
+            "ar5_fusion": [16, 18, 15, 17, 19, 16, 18, 20]}
+    inputs = {"ar5_audio_only": ("audio",), "ar5_video_only": ("video",), "ar5_fusion": ("video", "audio")}
+    for experiment, per_fold in hits.items():
+        for fold, h in enumerate(per_fold):
+            _fake_fold(tmp_path / "runs", experiment, fold, rng.permutation(np.arange(30) < h),
+                       modalities=inputs[experiment])
+    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-wandb"])
+    comparisons = json.loads((tmp_path / "out" / "results.json").read_text())["comparisons"]
+    pairs = {(c["a"], c["b"]) for c in comparisons}
+    # fused is B against either single modality; audio and video keep the default (name) order
+    assert pairs == {("ar5_audio_only", "ar5_fusion"), ("ar5_video_only", "ar5_fusion"),
+                     ("ar5_audio_only", "ar5_video_only")}
+    assert all(c["pooled_acc_diff"] > 0 for c in comparisons)
+    p = np.array([c["wilcoxon_p"] for c in comparisons])
+    assert len(set(p)) == 2  # audio vs video is less clear than fused vs either
+    order = np.argsort(p)
+    expected = np.empty(3)
+    expected[order] = np.minimum(1, np.maximum.accumulate(p[order] * [3, 2, 1]))
+    assert [c["wilcoxon_p_holm"] for c in comparisons] == pytest.approx(expected)
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "richer minus poorer" in text and "| Holm p |" in text
+
+    # an explicit pair keeps the user's order; alone, it is its own family
+    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "out2"), "--no-wandb",
+                 "--compare", "ar5_fusion:ar5_video_only"])
+    [c] = json.loads((tmp_path / "out2" / "results.json").read_text())["comparisons"]
+    assert (c["a"], c["b"]) == ("ar5_fusion", "ar5_video_only") and c["pooled_acc_diff"] < 0
+    assert c["wilcoxon_p_holm"] == pytest.approx(c["wilcoxon_p"])
 
 
 def test_report_groups_runs_by_config_and_names_what_differs(tmp_path):

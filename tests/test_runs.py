@@ -45,7 +45,7 @@ def test_the_run_folder_holds_the_hash():
     assert len(config_hash(cfg)) == 8 and config_hash(cfg) == config_hash(_compose("cv.fold=2"))
     hashed = result_config(cfg)
     assert "paths" not in hashed and "logger" not in hashed and "fold" not in hashed["cv"]
-    assert hashed["model"]["optimizer"]["lr"] == 1e-3 and hashed["data"]["root"].endswith("crema_d_synth")
+    assert hashed["model"]["optimizer"]["lr"] == 1e-3 and hashed["data"]["root"].endswith("crema_d_twin/12x4_published_seed0")
     assert "protocol" not in hashed["data"] and "sample_rate" not in hashed["model"]["inputs"]  # aliases, hashed once
 
 
@@ -53,7 +53,7 @@ def test_the_project_root_does_not_change_the_hash(monkeypatch):
     here = config_hash(_compose())
     monkeypatch.setenv("FER_MM_ROOT", "/some/where/else")
     moved = _compose()
-    assert config_hash(moved) == here and result_config(moved)["data"]["root"] == "<paths.root_dir>/datasets/crema_d_synth"
+    assert config_hash(moved) == here and result_config(moved)["data"]["root"] == "<paths.root_dir>/datasets/crema_d_twin/12x4_published_seed0"
     assert config_hash(_compose("data.root=/some/where/else/other_twin")) != here
 
 

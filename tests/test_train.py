@@ -118,14 +118,14 @@ def test_wrong_config_names_the_key(tmp_path, data_overrides, make_cfg):
         train(make_cfg(tmp_path / "b", ["debug=fast", "model.net.name=nope", *data_overrides]))
 
 
-@pytest.mark.parametrize("cv", ["speaker_kfold", "split"])
-def test_other_protocols_train(cv, tmp_path, data_overrides, make_cfg):
+@pytest.mark.parametrize("cv, folds", [("speaker_kfold", 2), ("split", 1), ("speaker_partition", 5)])
+def test_other_protocols_train(cv, folds, tmp_path, data_overrides, make_cfg):
     extra = ["cv.protocol.k=2"] if cv == "speaker_kfold" else []
     cfg = make_cfg(tmp_path, ["experiment=ar2_video", "debug=fast", f"cv={cv}", *extra,
                               *data_overrides])
     m = train(cfg)
     parts = m["actors"]
-    assert m["protocol"] == cv and parts["test"] and parts["val"] and parts["train"]
+    assert m["protocol"] == cv and m["folds_total"] == folds and parts["test"] and parts["val"] and parts["train"]
     assert not set(parts["test"]) & set(parts["train"] + parts["val"])
 
 

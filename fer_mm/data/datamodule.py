@@ -19,7 +19,7 @@ from fer_mm.data.cache import ClipCache, PreprocessParams, build_cache, cache_pa
 from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
 from fer_mm.data.crema_d import VIDEO_DIR
 from fer_mm.data.protocols import LeaveOneSubjectOut, Protocol, Split
-from fer_mm.data.synthetic import SPEC_FILE
+from fer_mm.data.synthetic import read_spec
 from fer_mm.vocab import CREMA_D, CREMA_D_TWIN, EMOTION_NAMES
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class CremaDDataModule(pl.LightningDataModule):
     Args:
         root: CREMA-D root (holds ``VideoFlash/``, ``AudioWAV/``, ``VideoDemographics.csv``).
         cache_dir: where preprocessing caches live.
-        synthetic: twin parameters (``actors``, ``sentences``, ``seed``); when set and ``root``
-            has no clips yet, the twin is generated there first. ``None`` for real data.
+        synthetic: twin parameters (``actors``, ``sentences``, ``seed``, ``difficulty``); when set
+            and ``root`` has no clips yet, the twin is generated there first. ``None`` for real data.
         preprocess: :class:`PreprocessParams` fields.
         protocol: a speaker-independent protocol; ``fold`` picks its fold.
         clip_spec: what the model needs from each clip (its ``ModelInputs.clip_spec``); only
@@ -89,7 +89,12 @@ class CremaDDataModule(pl.LightningDataModule):
 
     @property
     def dataset_id(self) -> str:
-        return CREMA_D_TWIN if (self.root / SPEC_FILE).is_file() else CREMA_D
+        return CREMA_D_TWIN if self.twin_spec is not None else CREMA_D
+
+    @property
+    def twin_spec(self) -> dict | None:
+        """How the twin under ``root`` was generated (its ``SYNTHETIC.json``); None for real data."""
+        return read_spec(self.root)
 
     # disk work: runs once per node
     def prepare_data(self) -> ClipCache:
@@ -105,7 +110,8 @@ class CremaDDataModule(pl.LightningDataModule):
 
             log.info("generating the synthetic CREMA-D twin in %s", self.root)
             generate(self.root, n_actors=self.synthetic["actors"], n_sentences=self.synthetic["sentences"],
-                     seed=self.synthetic.get("seed", 0), workers=self.preprocess_workers, progress=self.progress)
+                     seed=self.synthetic.get("seed", 0), difficulty=self.synthetic.get("difficulty"),
+                     workers=self.preprocess_workers, progress=self.progress)
         return build_cache(self.root, self.cache_dir, self.params, workers=self.preprocess_workers,
                            progress=self.progress)
 

@@ -7,10 +7,13 @@ choice of checkpoint never see the test actors.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Protocol:
 
     def __init__(self, val_fraction: float = 0.1, seed: int = 0):
         if not 0 < val_fraction < 1:
-            raise ValueError(f"cv.val_fraction must be in (0, 1), got {val_fraction}")
+            raise ValueError(f"cv.protocol.val_fraction must be in (0, 1), got {val_fraction}")
         self.val_fraction, self.seed = val_fraction, seed
 
     def n_folds(self, actors: Sequence[int]) -> int:
@@ -53,15 +56,20 @@ class Protocol:
     def test_actors(self, actors: list[int], fold: int) -> list[int]:
         raise NotImplementedError
 
+    def parts(self, actors: list[int], fold: int) -> tuple[list[int], list[int], list[int]]:
+        """(train, val, test) actors of ``fold``: the protocol's test actors, validation drawn from the rest."""
+        test = self.test_actors(actors, fold)
+        train, val = _draw_val([a for a in actors if a not in test], self.val_fraction, self.seed, fold)
+        return train, val, test
+
     def split(self, actors: Sequence[int], fold: int) -> Split:
         actors = sorted(set(int(a) for a in actors))
         n = self.n_folds(actors)
         if not 0 <= fold < n:
             raise ValueError(f"cv.fold={fold} is out of range: {self.name} has {n} folds over {len(actors)} actors "
                              f"(use 0..{n - 1})")
-        test = self.test_actors(actors, fold)
-        train, val = _draw_val([a for a in actors if a not in test], self.val_fraction, self.seed, fold)
-        split = Split(fold, tuple(train), tuple(val), tuple(sorted(test)))
+        train, val, test = self.parts(actors, fold)
+        split = Split(fold, tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
         split.check_disjoint()
         return split
 
@@ -79,24 +87,37 @@ class LeaveOneSubjectOut(Protocol):
 
 
 class SpeakerKFold(Protocol):
-    """k folds of actors (shuffled once with the seed); fold i tests on group i."""
+    """k folds of actors; fold i tests on group i, validation actors come from the other groups.
+
+    ``order="by_id"`` makes the groups blocks of consecutive actor ids with the remainder in the
+    last ones, as HiCMAE and AVF-MAE++ cut CREMA-D (1001-1018, 1019-1036, 1037-1054, 1055-1072,
+    1073-1091): the same test folds as those papers. ``order="shuffled"`` cuts a permutation
+    drawn with the seed.
+    """
 
     name = "speaker_kfold"
+    ORDERS = ("by_id", "shuffled")
 
-    def __init__(self, k: int = 5, val_fraction: float = 0.1, seed: int = 0):
+    def __init__(self, k: int = 5, val_fraction: float = 0.1, seed: int = 0, order: str = "by_id"):
         super().__init__(val_fraction, seed)
         if k < 2:
-            raise ValueError(f"cv.k must be at least 2, got {k}")
-        self.k = k
+            raise ValueError(f"cv.protocol.k must be at least 2, got {k}")
+        if order not in self.ORDERS:
+            raise ValueError(f"cv.protocol.order={order!r}: use one of {list(self.ORDERS)}")
+        self.k, self.order = k, order
 
     def n_folds(self, actors):
         if len(set(actors)) < self.k:
-            raise ValueError(f"cv.k={self.k} folds need at least {self.k} actors, the data has {len(set(actors))}")
+            raise ValueError(f"cv.protocol.k={self.k} folds need at least {self.k} actors, "
+                             f"the data has {len(set(actors))}")
         return self.k
 
     def test_actors(self, actors, fold):
-        order = np.random.default_rng(self.seed).permutation(actors)
-        return sorted(np.array_split(order, self.k)[fold].tolist())
+        if self.order == "shuffled":
+            return sorted(np.array_split(np.random.default_rng(self.seed).permutation(actors), self.k)[fold].tolist())
+        size, extra = divmod(len(actors), self.k)
+        ends = np.cumsum([size + (i >= self.k - extra) for i in range(self.k)])  # the remainder goes last
+        return list(actors[ends[fold] - size - (fold >= self.k - extra):ends[fold]])
 
 
 class SpeakerSplit(Protocol):
@@ -106,7 +127,8 @@ class SpeakerSplit(Protocol):
 
     def __init__(self, train: float = 0.7, val: float = 0.1, test: float = 0.2, seed: int = 0):
         if abs(train + val + test - 1) > 1e-6:
-            raise ValueError(f"cv.train + cv.val + cv.test must be 1, got {train + val + test}")
+            raise ValueError(f"cv.protocol.train + cv.protocol.val + cv.protocol.test must be 1, "
+                             f"got {train + val + test}")
         super().__init__(val / (train + val), seed)
         self.test_fraction = test
 
@@ -118,4 +140,60 @@ class SpeakerSplit(Protocol):
         return sorted(np.random.default_rng(self.seed).choice(actors, size=n_test, replace=False).tolist())
 
 
-PROTOCOLS = {p.name: p for p in (LeaveOneSubjectOut, SpeakerKFold, SpeakerSplit)}
+class SpeakerPartition(Protocol):
+    """A train/dev/test partition by actor counts, drawn afresh for each repeat.
+
+    VAVL (Goncalves et al., 2023) splits CREMA-D's 91 actors into 63 train, 14 development and
+    14 test actors, and its code ships five such partitions. Fold k here is the partition drawn
+    with (seed, k): one permutation of the actors, cut into test, dev and train. Validation actors
+    are exactly the dev actors, so model selection never sees the test actors. Unlike the k-fold
+    protocols, an actor can be tested in several repeats and in none.
+
+    The counts describe the whole corpus. On data with fewer actors (the small synthetic twin, a
+    subset) each part keeps its share of the actors present, at least one each:
+    ``test = max(1, round(n * test / total))``, val likewise, train the rest; a warning names
+    the sizes used, and metrics.json lists the actors of every part. Scaling keeps the config
+    usable on the twin; the twin's numbers were never comparable with published ones anyway.
+    Data with more actors than the counts is an error: the partition would silently leave actors
+    out, which is almost always a mistyped count.
+    """
+
+    name = "speaker_partition"
+
+    def __init__(self, train: int = 63, val: int = 14, test: int = 14, repeats: int = 5, seed: int = 0):
+        if min(train, val, test) < 1:
+            raise ValueError(f"cv.protocol.train/val/test must each be at least 1 actor, got {train}/{val}/{test}")
+        if repeats < 1:
+            raise ValueError(f"cv.protocol.repeats must be at least 1, got {repeats}")
+        super().__init__(val / (train + val), seed)
+        self.counts, self.repeats = (int(train), int(val), int(test)), int(repeats)
+
+    def n_folds(self, actors):
+        return self.repeats
+
+    def sizes(self, n_actors: int) -> tuple[int, int, int]:
+        """(train, val, test) counts for ``n_actors`` actors: the configured ones, or their shares (see above)."""
+        train, val, test = self.counts
+        total = train + val + test
+        if n_actors == total:
+            return train, val, test
+        if n_actors > total:
+            raise ValueError(f"cv.protocol.train + cv.protocol.val + cv.protocol.test = {total}, but the data has "
+                             f"{n_actors} actors: set counts that add up to {n_actors}")
+        n_test = max(1, int(round(n_actors * test / total)))
+        n_val = max(1, int(round(n_actors * val / total)))
+        if n_actors - n_test - n_val < 1:
+            raise ValueError(f"cv.protocol.train/val/test = {train}/{val}/{test} leave no training actor among the "
+                             f"{n_actors} actors of the data")
+        log.warning("the data has %d actors, not the %d that cv.protocol.train/val/test = %d/%d/%d name: "
+                    "using %d/%d/%d, the same shares", n_actors, total, train, val, test,
+                    n_actors - n_test - n_val, n_val, n_test)
+        return n_actors - n_test - n_val, n_val, n_test
+
+    def parts(self, actors, fold):
+        _, n_val, n_test = self.sizes(len(actors))
+        order = np.random.default_rng([self.seed, fold]).permutation(actors).tolist()
+        return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+
+
+PROTOCOLS = {p.name: p for p in (LeaveOneSubjectOut, SpeakerKFold, SpeakerSplit, SpeakerPartition)}

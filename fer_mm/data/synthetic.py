@@ -15,16 +15,28 @@ Content:
   with pitch level and range, tempo, loudness, spectral tilt and jitter set by emotion and
   level, plus background noise.
 
-The two modalities confuse different emotions on purpose, as CREMA-D's human raters do:
-the face separates happy from anger and neutral from disgust, but anger/disgust and a weak
-sad/neutral look alike; the voice separates sad from neutral and anger from disgust, but
-happy/anger and fear/happy sound alike. So fusion should beat either modality alone.
+Difficulty: each clip's voice and face display an emotion drawn from CREMA-D's raters' confusion
+matrices mixed with the identity (:mod:`fer_mm.data.displays`); the label stays the acted emotion.
+Everything a modality renders depends on the acted emotion only through that modality's display:
+- the intensity is set by the level, and an unspecified level (XX) draws one of LO/MD/HI, so the
+  strength of an expression says nothing about the acted emotion (in IEO only neutral is at XX);
+- the clip's length does not depend on any emotion (the speech sits in a window long enough for
+  the slowest voice);
+- the voice is timed by the voice's display and the mouth by the face's display (they agree
+  whenever the displays agree).
+So the Bayes ceilings that :mod:`fer_mm.data.displays` computes bound what a model can reach.
+
+The rendered cues also confuse different emotions per modality, as human raters do: the face
+separates happy from anger and neutral from disgust, but anger/disgust and a weak sad/neutral look
+alike; the voice separates sad from neutral and anger from disgust, but happy/anger and fear/happy
+sound alike.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,6 +52,7 @@ from fer_mm.data.crema_d import (
     AUDIO_DIR,
     AUDIO_EXT,
     DEMOGRAPHICS_FILE,
+    KNOWN_DEFECTS,
     SAMPLE_RATE,
     SENTENCES,
     VIDEO_DIR,
@@ -48,13 +61,15 @@ from fer_mm.data.crema_d import (
     release_names,
     write_demographics,
 )
+from fer_mm.data.displays import DIFFICULTY_PRESETS, ceilings, draw_displays, resolve_difficulty
 from fer_mm.files import write_atomic
+from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
 
 FPS = 30
 FRAME_W, FRAME_H = 480, 360
 
-# Intensity of the expression / prosody change per level; XX (unspecified) sits near medium.
-LEVEL_SCALE = {"LO": 0.45, "MD": 0.7, "HI": 1.0, "XX": 0.75}
+# Intensity of the expression / prosody change per level; XX (unspecified) draws one of these.
+LEVEL_SCALE = {"LO": 0.45, "MD": 0.7, "HI": 1.0}
 
 # Facial action units per emotion (weights at full intensity).
 EMOTION_AUS = {
@@ -97,6 +112,12 @@ VOWEL_FORMANTS = np.array(  # F1, F2, F3 (Hz) of an adult male voice
     [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]], dtype=float
 )
 SPEC_FILE = "SYNTHETIC.json"  # marks a folder as a generated twin (and records how it was made)
+DISPLAYS_FILE = "displays.csv"  # each clip's displayed emotion per modality (the twin's ground truth of difficulty)
+# 2: displayed emotions (difficulty), level-free intensity, emotion-free clip length, per-modality timing
+TWIN_VERSION = 2
+# Speaking rate relative to the actor's: the slowest a voice gets (sad, at the strongest
+# intensity and expressiveness); the speech window is sized for it.
+SLOWEST_RATE = 0.6
 RACES = ("Caucasian", "African American", "Asian", "Unknown")
 ETHNICITIES = ("Not Hispanic", "Hispanic")
 
@@ -173,43 +194,90 @@ def _resonator(freq: float, bandwidth: float, sr: int) -> tuple[np.ndarray, np.n
     return np.array([a.sum()]), a  # unit gain at DC
 
 
-def synth_audio(actor: Actor, sentence: str, emotion: str, level: str, rng: np.random.Generator):
-    """A speech-like utterance; returns (float waveform in [-1, 1], envelope per video frame)."""
-    p = EMOTION_PROSODY[emotion]
-    k = LEVEL_SCALE[level] * actor.expressiveness * rng.uniform(0.85, 1.15)
-    neutral = EMOTION_PROSODY["NEU"]
+def clip_intensity(level: str, rng: np.random.Generator) -> float:
+    """Strength of a clip's displays: set by the level; XX draws one of LO/MD/HI (see the module doc)."""
+    if level not in LEVEL_SCALE:
+        level = ("LO", "MD", "HI")[int(rng.integers(3))]
+    return LEVEL_SCALE[level]
 
-    def mix(key: str) -> float:  # neutral voice moved toward the emotion by the level
-        return neutral[key] + k * (p[key] - neutral[key])
 
-    sent_rng = _rng("sentence", sentence)  # same rhythm and vowels for every actor
-    n_syl = SYLLABLES_PER_SENTENCE[sentence]
-    rel_durations = sent_rng.uniform(0.6, 1.4, n_syl)
-    vowels = sent_rng.integers(0, len(VOWEL_FORMANTS), n_syl)
-    stress = sent_rng.random(n_syl) < 0.35
-    rate = actor.tempo * mix("tempo") * rng.uniform(0.93, 1.07)
-    durations = rel_durations / rel_durations.mean() / rate
-    lead, tail = rng.uniform(0.2, 0.4), rng.uniform(0.25, 0.45)
-    total = lead + durations.sum() + tail
-    n = int(round(total * SAMPLE_RATE))
+@dataclass(frozen=True)
+class Utterance:
+    """One clip's sentence in time, before any emotion: shared by the voice and the mouth."""
+
+    rel_durations: np.ndarray  # per syllable, mean 1
+    vowels: np.ndarray  # index into VOWEL_FORMANTS per syllable
+    stress: np.ndarray  # stressed syllables
+    rate: float  # syllables per second of this actor and clip, at neutral
+    lead: float  # seconds before the first syllable
+    total: float  # clip length in seconds: the same whatever the emotions
+
+    @classmethod
+    def make(cls, actor: Actor, sentence: str, rng: np.random.Generator) -> "Utterance":
+        sent_rng = _rng("sentence", sentence)  # same rhythm and vowels for every actor
+        n_syl = SYLLABLES_PER_SENTENCE[sentence]
+        rel = sent_rng.uniform(0.6, 1.4, n_syl)
+        vowels = sent_rng.integers(0, len(VOWEL_FORMANTS), n_syl)
+        stress = sent_rng.random(n_syl) < 0.35
+        rate = actor.tempo * rng.uniform(0.93, 1.07)
+        lead, tail = rng.uniform(0.2, 0.4), rng.uniform(0.25, 0.45)
+        return cls(rel / rel.mean(), vowels, stress, rate, lead, lead + n_syl / (rate * SLOWEST_RATE) + tail)
+
+    def syllables(self, prosody) -> list[tuple[int, int, int, float]]:
+        """(start, consonant samples, syllable samples, gain) per syllable, timed by ``prosody`` (a mix function)."""
+        rate = self.rate * max(prosody("tempo"), SLOWEST_RATE)
+        out, t0 = [], self.lead
+        for rel, stressed in zip(self.rel_durations, self.stress):
+            duration = rel / rate
+            seg_n = int(duration * (1 - prosody("pause")) * SAMPLE_RATE)
+            c_n = int(min(0.06, 0.3 * duration) * SAMPLE_RATE)
+            out.append((int(t0 * SAMPLE_RATE), c_n, seg_n, prosody("stress") if stressed else 1.0))
+            t0 += duration
+        return out
+
+    def envelope(self, prosody) -> np.ndarray:
+        """Loudness of the vowels per video frame (0..1), timed by ``prosody``: what opens the mouth."""
+        n = int(round(self.total * SAMPLE_RATE))
+        env = np.zeros(n)
+        for start, c_n, seg_n, gain in self.syllables(prosody):
+            env[start + c_n : start + seg_n] = _vowel_envelope(seg_n - c_n) * gain
+        hop = SAMPLE_RATE / FPS
+        frames = np.array([env[int(i * hop) : int((i + 1) * hop)].mean() if int(i * hop) < n else 0.0
+                           for i in range(int(round(self.total * FPS)))])
+        return np.clip(frames / (frames.max() + 1e-9), 0, 1)
+
+
+def _vowel_envelope(n: int) -> np.ndarray:
+    tt = np.linspace(0, 1, n)
+    return np.minimum(1.0, np.minimum(tt / 0.15, (1 - tt) / 0.25).clip(0)) ** 0.7
+
+
+def prosody_of(emotion: str, strength: float):
+    """``mix(key)``: the neutral voice moved toward ``emotion``'s by ``strength``."""
+    p, neutral = EMOTION_PROSODY[emotion], EMOTION_PROSODY["NEU"]
+    return lambda key: neutral[key] + strength * (p[key] - neutral[key])
+
+
+def synth_audio(actor: Actor, utterance: Utterance, emotion: str, intensity: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """A speech-like utterance displaying ``emotion``: float waveform in [-1, 1]."""
+    mix = prosody_of(emotion, intensity * actor.expressiveness * rng.uniform(0.85, 1.15))
+    n = int(round(utterance.total * SAMPLE_RATE))
     voiced = np.zeros(n)
     frication = np.zeros(n)
-
     f0_base = actor.f0 * 2 ** (mix("pitch") / 12)
     pitch_range = mix("range")
-    t0 = lead
-    for i in range(n_syl):
-        seg_n = int(durations[i] * (1 - mix("pause")) * SAMPLE_RATE)
-        start = int(t0 * SAMPLE_RATE)
+    syllables = utterance.syllables(mix)
+    speech_end = syllables[-1][0] + syllables[-1][2]
+    for i, (start, c_n, seg_n, gain) in enumerate(syllables):
         # consonant onset: a short band-limited noise burst
-        c_n = int(min(0.06, 0.3 * durations[i]) * SAMPLE_RATE)
         burst = rng.standard_normal(c_n) * np.hanning(c_n) * 0.15
         frication[start : start + c_n] += signal.lfilter([1, -0.95], [1], burst)
         # vowel: F0 contour (declination + accent + jitter) driving a glottal pulse train
         v_n = seg_n - c_n
         tt = np.linspace(0, 1, v_n)
-        declination = -0.25 * pitch_range * (t0 - lead) / max(durations.sum(), 1e-3)
-        accent = (pitch_range if stress[i] else 0.3 * pitch_range) * np.sin(np.pi * tt)
+        declination = -0.25 * pitch_range * (start - syllables[0][0]) / max(speech_end - syllables[0][0], 1)
+        accent = (pitch_range if utterance.stress[i] else 0.3 * pitch_range) * np.sin(np.pi * tt)
         jitter = np.repeat(rng.standard_normal(v_n // 80 + 1), 80)[:v_n] * mix("jitter")
         tremor = mix("tremor") * np.sin(2 * np.pi * 5.5 * np.arange(v_n) / SAMPLE_RATE)
         f0 = f0_base * 2 ** ((declination + accent + tremor) / 12) * (1 + jitter)
@@ -220,23 +288,16 @@ def synth_audio(actor: Actor, sentence: str, emotion: str, level: str, rng: np.r
         tilt = np.clip(0.5 - 0.3 * mix("tilt"), 0.05, 0.95)  # one-pole low-pass: less = brighter
         source = signal.lfilter([1 - tilt], [1, -tilt], source)
         vowel = source
-        for formant, bw in zip(VOWEL_FORMANTS[vowels[i]] * actor.formant_scale * mix("formant"), (80, 110, 160)):
+        formants = VOWEL_FORMANTS[utterance.vowels[i]] * actor.formant_scale * mix("formant")
+        for formant, bw in zip(formants, (80, 110, 160)):
             b, a = _resonator(formant, bw, SAMPLE_RATE)
             vowel = signal.lfilter(b, a, vowel)
-        env = np.minimum(1.0, np.minimum(tt / 0.15, (1 - tt) / 0.25).clip(0)) ** 0.7
-        voiced[start + c_n : start + seg_n] += vowel / (np.abs(vowel).max() + 1e-9) * env * (mix("stress") if stress[i] else 1)
-        t0 += durations[i]
+        voiced[start + c_n : start + seg_n] += vowel / (np.abs(vowel).max() + 1e-9) * _vowel_envelope(v_n) * gain
 
     speech = voiced + frication
     speech *= 10 ** ((mix("loud") - 12 + rng.uniform(-1.5, 1.5)) / 20) / (np.abs(speech).max() + 1e-9)
     noise = rng.standard_normal(n) * 10 ** (actor.noise_db / 20)
-    wave = np.clip(speech + signal.lfilter([1], [1, -0.7], noise) * 0.3, -1, 1)
-
-    n_frames = int(round(total * FPS))
-    hop = SAMPLE_RATE / FPS
-    env = np.array([np.sqrt(np.mean(voiced[int(i * hop) : int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n_frames)])
-    env = np.clip(env / (env.max() + 1e-9), 0, 1)
-    return wave.astype(np.float32), env
+    return np.clip(speech + signal.lfilter([1], [1, -0.7], noise) * 0.3, -1, 1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------- video
@@ -332,14 +393,19 @@ def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, moti
     return (img + noise).clip(0, 255).astype(np.uint8)
 
 
-def synth_clip(name: str, actor: Actor, bg: np.ndarray, seed: int):
-    """Frames (list of BGR images) and the waveform of one clip."""
+def synth_clip(name: str, actor: Actor, bg: np.ndarray, seed: int, displays: dict[str, str]):
+    """Frames (list of BGR images) and the waveform of one clip whose modalities show ``displays``."""
     clip = parse_name(name)
     rng = _rng("clip", seed, name)
-    wave, envelope = synth_audio(actor, clip.sentence, clip.emotion, clip.level, rng)
-    n_frames = len(envelope)
-    k = LEVEL_SCALE[clip.level] * rng.uniform(0.8, 1.1)
-    target = {au: w * k * actor.au_gain[au] for au, w in EMOTION_AUS[clip.emotion].items()}
+    intensity = clip_intensity(clip.level, rng)
+    utterance = Utterance.make(actor, clip.sentence, rng)
+    # one random stream per modality: what one modality draws never shifts the other's
+    wave = synth_audio(actor, utterance, displays[AUDIO], intensity, _rng("clip", seed, name, AUDIO))
+    face, rng = displays[VIDEO], _rng("clip", seed, name, VIDEO)
+    k = intensity * rng.uniform(0.8, 1.1)
+    mouth = utterance.envelope(prosody_of(face, k * actor.expressiveness))
+    n_frames = len(mouth)
+    target = {au: w * k * actor.au_gain[au] for au, w in EMOTION_AUS[face].items()}
     onset = rng.uniform(0.15, 0.6) * FPS
     rise = rng.uniform(0.2, 0.5) * FPS
     t = np.arange(n_frames)
@@ -354,7 +420,7 @@ def synth_clip(name: str, actor: Actor, bg: np.ndarray, seed: int):
                   1 + 0.03 * np.sin(2 * np.pi * freq[2] * s + phase[2]))
         aus = {au: v * temporal[i] for au, v in target.items()}
         blink = 0.9 if (i in blinks or i - 1 in blinks) else 0.0
-        frames.append(render_face(actor, bg, aus, envelope[i], motion, blink, rng))
+        frames.append(render_face(actor, bg, aus, mouth[i], motion, blink, rng))
     return frames, wave
 
 
@@ -384,10 +450,10 @@ def write_flv(path: Path, frames: list[np.ndarray], wave: np.ndarray) -> None:
 
 
 def _write_one(args: tuple) -> str:
-    name, root, seed = args
+    name, root, seed, displays = args
     clip = parse_name(name)
     actor = Actor.make(clip.actor, seed)
-    frames, wave = synth_clip(name, actor, _background(actor), seed)
+    frames, wave = synth_clip(name, actor, _background(actor), seed, displays)
     root = Path(root)
     for folder, ext, write in (
         (AUDIO_DIR, AUDIO_EXT, lambda p: sf.write(p, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")),
@@ -398,32 +464,73 @@ def _write_one(args: tuple) -> str:
 
 
 def twin_names(n_actors: int = len(ACTORS), n_sentences: int = len(SENTENCES)) -> list[str]:
-    """The clip names of a twin with the first ``n_actors`` actors and ``n_sentences`` sentences."""
+    """The clip names of a twin with the first ``n_actors`` actors and ``n_sentences`` sentences.
+
+    All of the release's names for them, less its four known defects (91 x 12: 7,438 clips).
+    """
     if not 1 <= n_actors <= len(ACTORS):
         raise ValueError(f"--actors must be in 1..{len(ACTORS)}, got {n_actors}")
     if not 1 <= n_sentences <= len(SENTENCES):
         raise ValueError(f"--sentences must be in 1..{len(SENTENCES)}, got {n_sentences}")
     # IEO first: it is the sentence that carries the three intensity levels.
     sentences = ("IEO",) + tuple(s for s in SENTENCES if s != "IEO")
-    return release_names(ACTORS[:n_actors], sentences[:n_sentences])
+    return [n for n in release_names(ACTORS[:n_actors], sentences[:n_sentences]) if n not in KNOWN_DEFECTS]
+
+
+def twin_spec(n_actors: int = 12, n_sentences: int = 4, seed: int = 0, difficulty=None) -> dict:
+    """What ``SYNTHETIC.json`` records about a twin: its parameters and its Bayes ceilings."""
+    weights = resolve_difficulty(difficulty)
+    preset = next((k for k, v in DIFFICULTY_PRESETS.items() if v == weights), "custom")
+    names = twin_names(n_actors, n_sentences)
+    return dict(kind="fer-mm synthetic CREMA-D twin", version=TWIN_VERSION, actors=n_actors, sentences=n_sentences,
+                seed=seed, difficulty=weights, difficulty_preset=preset, clips=len(names),
+                ceilings=ceilings(names, weights), displays=DISPLAYS_FILE)
+
+
+def twin_dirname(synthetic: Mapping) -> str:
+    """The twin's folder under the data folder; it tells twins apart: ``crema_d_twin/12x4_published_seed0``."""
+    spec = twin_spec(synthetic["actors"], synthetic["sentences"], synthetic.get("seed", 0), synthetic.get("difficulty"))
+    difficulty = spec["difficulty_preset"]
+    if difficulty == "custom":
+        difficulty = "_".join(f"{m}{w:g}" for m, w in spec["difficulty"].items())
+    return f"crema_d_twin/{spec['actors']}x{spec['sentences']}_{difficulty}_seed{spec['seed']}"
+
+
+def read_spec(root: Path) -> dict | None:
+    """A twin's ``SYNTHETIC.json``, or None where ``root`` is not a generated twin."""
+    path = Path(root) / SPEC_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int = 0, workers: int = 0,
-             progress: bool = True) -> Path:
-    """Write the twin under ``out_dir``; clips already there are kept, so a crashed run resumes."""
+             progress: bool = True, difficulty=None) -> Path:
+    """Write the twin under ``out_dir``; clips already there are kept, so a crashed run resumes.
+
+    ``difficulty`` is a preset of :data:`~fer_mm.data.displays.DIFFICULTY_PRESETS` or
+    ``{audio: w, video: w}``. A folder that holds another twin is refused.
+    """
     from fer_mm.data.parallel import imap_progress
 
     out_dir = Path(out_dir)
+    spec = twin_spec(n_actors, n_sentences, seed, difficulty)
+    old = read_spec(out_dir)
+    if old is not None and {k: old.get(k) for k in spec} != spec:
+        changed = sorted(k for k in spec if old.get(k) != spec[k])
+        raise ValueError(f"{out_dir} holds another twin ({', '.join(f'{k}: {old.get(k)} there, {spec[k]} asked' for k in changed)}); "
+                         f"generate into another folder or delete it")
     (out_dir / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
     (out_dir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
     names = twin_names(n_actors, n_sentences)
     actors = sorted({parse_name(n).actor for n in names})
     write_demographics(out_dir / DEMOGRAPHICS_FILE, [vars(Actor.make(a, seed)) for a in actors])
+    displays = {n: draw_displays(n, seed, spec["difficulty"]) for n in names}
+    write_atomic(out_dir / DISPLAYS_FILE, "name,acted," + ",".join(MODALITIES) + "\n" + "".join(
+        f"{n},{parse_name(n).emotion}," + ",".join(displays[n][m] for m in MODALITIES) + "\n" for n in names))
+    # the spec first: an interrupted run leaves a folder that says which twin it is
+    write_atomic(out_dir / SPEC_FILE, json.dumps(spec, indent=2) + "\n")
     todo = [n for n in names
             if not ((out_dir / VIDEO_DIR / f"{n}{VIDEO_EXT}").exists() and (out_dir / AUDIO_DIR / f"{n}{AUDIO_EXT}").exists())]
-    for _ in imap_progress(_write_one, [(n, str(out_dir), seed) for n in todo], workers, "synthesising clips", progress):
+    jobs = [(n, str(out_dir), seed, displays[n]) for n in todo]
+    for _ in imap_progress(_write_one, jobs, workers, "synthesising clips", progress):
         pass
-    spec = dict(kind="fer-mm synthetic CREMA-D twin", actors=n_actors, sentences=n_sentences, seed=seed,
-                clips=len(names))
-    (out_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return out_dir
