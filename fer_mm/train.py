@@ -69,6 +69,7 @@ def train(cfg: DictConfig) -> dict:
     """Train on the fold's training actors, select on its validation actors, test on its test actors."""
     run_dir = Path(cfg.paths.output_dir)
     run_hash = config_hash(cfg)
+    hashed = result_config(cfg)  # now: instantiating the data config resolves some of cfg's aliases in place
     done = _claim_run_dir(run_dir, cfg, run_hash)
     if done is not None:
         log.info("fold %s of config %s already done (%s): skipped; overwrite=true re-runs it",
@@ -101,7 +102,7 @@ def train(cfg: DictConfig) -> dict:
         log.info("resuming fold %s from %s", cfg.cv.fold, resume)
     trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
 
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # the one that selects
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     trainer.test(system, datamodule=datamodule, ckpt_path=best, verbose=False)
 
@@ -135,7 +136,7 @@ def train(cfg: DictConfig) -> dict:
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
         seconds=round(time.time() - t0, 1),
-        config=result_config(cfg),
+        config=hashed,
     )
     write_run_record(run_dir, record, predictions)
     _print_summary(record, run_dir)

@@ -57,6 +57,27 @@ def test_same_config_same_results(tmp_path, data_overrides, make_cfg):
     pd.testing.assert_frame_equal(pa, pb)
 
 
+def test_a_crashed_fold_resumes_from_its_last_epoch(tmp_path, data_overrides, make_cfg, monkeypatch):
+    """last.ckpt follows every epoch, not only the best one: a crash loses no finished epoch."""
+    from fer_mm.system import EmotionSystem
+
+    started = []
+
+    def crash_at_epoch_3(self):
+        started.append(self.current_epoch)
+        if self.current_epoch == 3 and len(started) == 4:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(EmotionSystem, "on_train_epoch_start", crash_at_epoch_3, raising=False)
+    overrides = ["experiment=ar2_video", "debug=limit", "logger=none", "trainer.max_epochs=4", *data_overrides]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(make_cfg(tmp_path, overrides))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2 and not (tmp_path / "metrics.json").exists()
+    m = train(make_cfg(tmp_path, overrides))  # the same command again
+    assert started == [0, 1, 2, 3, 3] and m["epochs"] == 4  # resumed at epoch 3, not at the best epoch
+
+
 def test_wandb_runs_offline_without_a_key(tmp_path, wandb_offline, data_overrides, make_cfg):
     cfg = make_cfg(tmp_path / "run", ["experiment=ar5_video_only", "debug=fast", "logger=wandb",
                                       *data_overrides])
