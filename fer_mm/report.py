@@ -5,10 +5,11 @@ experiment and protocol, and writes ``results.md``, ``results.json``, a confusio
 experiment and a per-fold accuracy plot. Every number is recomputed from the per-clip
 predictions; the report never re-runs a model.
 
-On the synthetic twin each experiment is also set against its Bayes ceiling: the best accuracy any
-model can reach on its test clips from the modalities it sees, known from the twin's generation
-parameters (``fer_mm.data.displays``). Comparisons read "B minus A", with the richer input set as B
-where one contains the other, and their Wilcoxon p-values are Holm-corrected across the report.
+On the synthetic twin each experiment is also set against its Bayes ceiling: the best accuracy a
+model can expect on its test clips from the modalities it sees, known from the twin's generation
+parameters (``fer_mm.data.displays``), with its sampling error and the Bayes rule's accuracy on
+those very clips. Comparisons read "B minus A", with the richer input set as B where one contains
+the other; their paired test runs over test actors, Holm-corrected across the report.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import pandas as pd
 from scipy import stats
 
 from fer_mm.data.crema_d import parse_name
-from fer_mm.data.displays import bayes_ceiling, resolve_difficulty
-from fer_mm.data.synthetic import read_spec
+from fer_mm.data.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
+from fer_mm.data.synthetic import TWIN_VERSION
 from fer_mm.evaluation import prediction_scores, read_run_record
 from fer_mm.runs import differing_keys, flatten
 from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
@@ -50,7 +51,7 @@ class Experiment:
     folds: dict[int, dict] = field(default_factory=dict)  # fold -> metrics.json
     predictions: dict[int, pd.DataFrame] = field(default_factory=dict)
     label: str = ""  # how the report names it: set by :func:`load_runs`
-    difficulty: dict | None = None  # the twin's display weights; None on real data or where unknown
+    twin: dict | None = None  # the twin's seed and display weights; None on real data or where unknown
 
     @property
     def key(self) -> str:
@@ -74,15 +75,13 @@ class Experiment:
         return list(range(int(next(iter(self.folds.values()))["folds_total"])))
 
 
-def twin_difficulty(record: dict) -> dict | None:
-    """The twin's display weights ``{audio: w, video: w}`` a fold was run with, or None.
-
-    From the record's ``twin`` (the twin's spec; null on real data); records written before it
-    existed fall back to the data root's spec file.
-    """
-    spec = record["twin"] if "twin" in record else (read_spec(record["data_root"]) if record.get("data_root") else None)
-    difficulty = (spec or {}).get("difficulty")
-    return resolve_difficulty(difficulty) if difficulty is not None else None
+def twin_generation(record: dict) -> dict | None:
+    """The twin's ``{seed, difficulty}`` a fold ran on (from its record's ``twin``), or None on real
+    data and on twins of another generator version, whose ceilings this code cannot compute."""
+    spec = record.get("twin")
+    if not spec or spec.get("version") != TWIN_VERSION:
+        return None
+    return dict(seed=spec["seed"], difficulty=resolve_difficulty(spec["difficulty"]))
 
 
 def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
@@ -112,12 +111,11 @@ def load_runs(run_dirs: list[Path]) -> dict[str, Experiment]:
     by_name: dict[str, list[Experiment]] = {}
     for exp in experiments.values():
         by_name.setdefault(exp.name, []).append(exp)
-        weights = {json.dumps(twin_difficulty(m), sort_keys=True) for m in exp.folds.values()}
-        if len(weights) > 1:  # one ceiling needs one generation: say so rather than mix them
-            log.warning("%s %s: folds ran on twins of different difficulty %s; no ceiling", exp.name, exp.protocol,
-                        sorted(weights))
+        twins = {json.dumps(twin_generation(m), sort_keys=True) for m in exp.folds.values()}
+        if len(twins) > 1:  # one ceiling needs one generation: say so rather than mix them
+            log.warning("%s %s: folds ran on different twins %s; no ceiling", exp.name, exp.protocol, sorted(twins))
         else:
-            exp.difficulty = json.loads(weights.pop())
+            exp.twin = json.loads(twins.pop())
     for name, group in by_name.items():
         for exp in group:
             exp.label = name if exp.protocol == "loso" else f"{name} ({exp.protocol})"
@@ -146,38 +144,69 @@ def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
     expected = exp.expected_folds()
     first = exp.folds[folds[0]]
     acc = prediction_scores(pooled, n)
-    # pooled clips, so the ceiling's acted prior is that of the accuracy it bounds
-    ceiling = bayes_ceiling(pooled["name"], exp.difficulty, exp.modalities) if exp.difficulty else None
+    ceiling = twin_ceiling(pooled, exp.twin, exp.modalities) if exp.twin else {}
     return dict(
         experiment=exp.key, name=exp.name, protocol=exp.protocol, config_hash=exp.config_hash,
         modalities=first["modalities"], label=first["label"], dataset=first["dataset"],
         selected_on_validation=all(exp.folds[f]["selected_by"].endswith("on validation actors") for f in folds),
         folds_found=len(folds), folds_expected=len(expected), missing_folds=sorted(set(expected) - set(exp.folds)),
-        pooled=acc, difficulty=exp.difficulty,
-        ceiling=ceiling, gap_to_ceiling=None if ceiling is None else ceiling - acc["acc"],
+        pooled=acc, twin=exp.twin,
+        ceiling=ceiling.get("expected"), ceiling_se=ceiling.get("se"), ceiling_on_these_clips=ceiling.get("realised"),
+        gap_to_ceiling=ceiling["expected"] - acc["acc"] if ceiling else None,
         fold_acc_mean=float(accs.mean()), fold_acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
         per_fold_acc={int(k): v for k, v in per_fold.items()},
     )
 
 
+def twin_ceiling(pooled: pd.DataFrame, twin: dict, modalities: list[str]) -> dict:
+    """How well the Bayes rule does on the twin's clips in ``pooled`` from ``modalities``' displays.
+
+    ``expected``: its expected accuracy on clips of this design (the ceiling); ``se``: how far one
+    sample of this size scatters around it; ``realised``: its accuracy on these very clips, whose
+    displays the twin's seed fixes.
+    """
+    names = pooled["name"].tolist()
+    expected = bayes_ceiling(names, twin["difficulty"], modalities)
+    guess = bayes_rule(names, twin["difficulty"], modalities)
+    hits = [guess(n, draw_displays(n, twin["seed"], twin["difficulty"])) == label
+            for n, label in zip(names, pooled["label"])]
+    return dict(expected=expected, se=math.sqrt(expected * (1 - expected) / len(names)), realised=float(np.mean(hits)))
+
+
+def _actor_accuracy(exp: Experiment, folds: list[int]) -> pd.Series:
+    """Accuracy per (fold, test actor): the unit of the paired test."""
+    parts = {f: (exp.predictions[f]["pred"] == exp.predictions[f]["label"]).groupby(exp.predictions[f]["actor"]).mean()
+             for f in folds}
+    return pd.concat(parts, names=["fold", "actor"])
+
+
 def compare(a: Experiment, b: Experiment) -> dict | None:
-    """b minus a, on the folds both have: pooled differences, per-fold paired test."""
+    """b minus a, on the folds both have: pooled differences, and a paired test over test actors.
+
+    The paired unit is a test actor of a fold (its accuracy under a and under b): with 5 folds a
+    signed-rank test over folds could never reach p < 0.0625, over 40 actors it can.
+    """
     common = sorted(set(a.folds) & set(b.folds))
     if not common:
         return None
     sa, sb = summarise(a, common), summarise(b, common)
-    diffs = np.array([sb["per_fold_acc"][f] - sa["per_fold_acc"][f] for f in common])
-    if len(common) >= 2 and np.any(diffs != 0):
+    fold_diffs = np.array([sb["per_fold_acc"][f] - sa["per_fold_acc"][f] for f in common])
+    actor_a, actor_b = _actor_accuracy(a, common), _actor_accuracy(b, common)
+    if not actor_a.index.equals(actor_b.index):
+        raise ValueError(f"{a.key} and {b.key} tested other actors in the same folds; are they the same protocol and data?")
+    diffs = (actor_b - actor_a).to_numpy()
+    if len(diffs) >= 2 and np.any(diffs != 0):
         test = stats.wilcoxon(diffs, zero_method="wilcox", alternative="two-sided")
         p_value, statistic = float(test.pvalue), float(test.statistic)
     else:
         p_value, statistic = None, None
     return dict(
-        a=a.key, b=b.key, folds=len(common),
+        a=a.key, b=b.key, folds=len(common), actors=len(diffs),
         pooled_acc_diff=sb["pooled"]["acc"] - sa["pooled"]["acc"],
         pooled_uar_diff=sb["pooled"]["uar"] - sa["pooled"]["uar"],
-        fold_diff_mean=float(diffs.mean()), fold_diff_std=float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
-        folds_b_better=int((diffs > 0).sum()), folds_a_better=int((diffs < 0).sum()), folds_tied=int((diffs == 0).sum()),
+        fold_diff_mean=float(fold_diffs.mean()),
+        fold_diff_std=float(fold_diffs.std(ddof=1)) if len(fold_diffs) > 1 else 0.0,
+        actors_b_better=int((diffs > 0).sum()), actors_a_better=int((diffs < 0).sum()), actors_tied=int((diffs == 0).sum()),
         wilcoxon_statistic=statistic, wilcoxon_p=p_value,
     )
 
@@ -255,19 +284,22 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
                  "mixed: " + ", ".join(DATASET_TITLES[d] for d in sorted(datasets)) + "."),
               "All protocols are speaker-independent; " + _selection(summaries), "",
               "## Experiments", "",
-              "| experiment | protocol | config | inputs | folds | pooled acc % | ceiling % | gap (pp) "
-              "| fold acc % (mean ± sd) | UAR % | macro F1 % |",
-              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| experiment | protocol | config | inputs | folds | pooled acc % | ceiling % (± se) | gap (pp) "
+              "| Bayes rule on these clips % | fold acc % (mean ± sd) | UAR % | macro F1 % |",
+              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in summaries:
         folds = f"{s['folds_found']}/{s['folds_expected']}"
+        ceiling = "-" if s["ceiling"] is None else f"{_pct(s['ceiling'])} ± {_pct(s['ceiling_se'])}"
         lines.append(f"| {s['experiment']} | {s['protocol']} | `{s['config_hash']}` | {'+'.join(s['modalities'])} | "
-                     f"{folds} | {_pct(s['pooled']['acc'])} | {_pct(s['ceiling'])} | {_pct(s['gap_to_ceiling'])} | "
-                     f"{_pct(s['fold_acc_mean'])} ± {_pct(s['fold_acc_std'])} | "
+                     f"{folds} | {_pct(s['pooled']['acc'])} | {ceiling} | {_pct(s['gap_to_ceiling'])} | "
+                     f"{_pct(s['ceiling_on_these_clips'])} | {_pct(s['fold_acc_mean'])} ± {_pct(s['fold_acc_std'])} | "
                      f"{_pct(s['pooled']['uar'])} | {_pct(s['pooled']['f1'])} |")
     if any(s["ceiling"] is not None for s in summaries):
-        lines += ["", "Ceiling: the best accuracy any model can reach on these test clips given what each of its "
-                  "inputs displays (the Bayes-optimal guess of the acted emotion from the displayed ones), computed "
-                  "exactly from the twin's generation parameters; gap = ceiling minus pooled accuracy."]
+        lines += ["", "Ceiling: the best accuracy a model can expect on clips like these test clips from what its "
+                  "inputs display (the Bayes-optimal guess of the acted emotion from the displayed ones, knowing each "
+                  "clip's actor and sentence), computed exactly from the twin's generation parameters; se: how far "
+                  "one sample of this many clips scatters around it; gap = ceiling minus pooled accuracy. Bayes rule "
+                  "on these clips: that guess applied to the test clips' actual displays."]
     missing = [s for s in summaries if s["missing_folds"]]
     for s in missing:
         lines.append(f"\nMissing folds of {s['experiment']} ({s['protocol']}): {s['missing_folds']}")
@@ -278,17 +310,18 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
     if comparisons:
         lines += ["", "## Comparisons (B minus A, on the folds both have; richer minus poorer: B is the one whose inputs "
                   "contain the other's, unless --compare set the order)", "",
-                  "| A | B | folds | Δ pooled acc (pp) | Δ UAR (pp) | Δ per fold (pp, mean ± sd) | B better / worse / tied "
-                  "| Wilcoxon p | Holm p |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+                  "| A | B | folds | test actors | Δ pooled acc (pp) | Δ UAR (pp) | Δ per fold (pp, mean ± sd) "
+                  "| actors B better / worse / tied | Wilcoxon p | Holm p |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
         for c in comparisons:
             p, p_holm = ("-" if x is None else f"{x:.3g}" for x in (c["wilcoxon_p"], c["wilcoxon_p_holm"]))
-            lines.append(f"| {c['a']} | {c['b']} | {c['folds']} | {100 * c['pooled_acc_diff']:+.2f} | "
+            lines.append(f"| {c['a']} | {c['b']} | {c['folds']} | {c['actors']} | {100 * c['pooled_acc_diff']:+.2f} | "
                          f"{100 * c['pooled_uar_diff']:+.2f} | {100 * c['fold_diff_mean']:+.2f} ± "
-                         f"{100 * c['fold_diff_std']:.2f} | {c['folds_b_better']} / {c['folds_a_better']} / "
-                         f"{c['folds_tied']} | {p} | {p_holm} |")
-        lines += ["", "Wilcoxon signed-rank test (two-sided) on the per-fold accuracy differences; tied folds dropped. "
-                  "Holm p: Holm-Bonferroni corrected over all the comparisons above that have a p-value."]
+                         f"{100 * c['fold_diff_std']:.2f} | {c['actors_b_better']} / {c['actors_a_better']} / "
+                         f"{c['actors_tied']} | {p} | {p_holm} |")
+        lines += ["", "Wilcoxon signed-rank test (two-sided) on the paired accuracy differences per test actor of each "
+                  "fold; tied actors dropped. Holm p: Holm-Bonferroni corrected over all the comparisons above that "
+                  "have a p-value."]
     if humans:
         lines += ["", "## CREMA-D human raters", "",
                   "Share of individual ratings that name the acted emotion (`tabulatedVotes.csv`: ids starting 1 = voice "

@@ -3,18 +3,20 @@ write the synthetic twin and print its Bayes ceilings.
 
 OUT_DIR defaults to the folder ``data=synthetic`` uses for the same parameters
 (``datasets/crema_d_twin/<actors>x<sentences>_<difficulty>_seed<seed>``), so a twin made here
-is the one training finds. ``--ceilings-only`` prints the ceilings without writing clips.
+is the one training finds. ``--ceilings-only`` prints the ceilings without writing clips. The
+ceilings are the best accuracy a model can expect from what each modality displays, knowing
+each clip's actor and sentence (see fer_mm/data/displays.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 from fer_mm.data.displays import DIFFICULTY_PRESETS, ceiling_key
-from fer_mm.data.synthetic import generate, twin_dirname, twin_spec
+from fer_mm.data.synthetic import generate, twin_spec
+from fer_mm.runs import register_resolvers
 from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
 
 
@@ -28,13 +30,26 @@ def _difficulty(text: str):
         raise argparse.ArgumentTypeError(f"--difficulty {text!r}: write audio=W,video=W") from None
 
 
+def default_root(actors: int, sentences: int, seed: int, difficulty) -> Path:
+    """The folder ``data=synthetic`` reads for these parameters (``data.root`` of the composed config)."""
+    from hydra import compose, initialize
+
+    register_resolvers()
+    if not isinstance(difficulty, str):
+        difficulty = "{" + ",".join(f"{m}:{w}" for m, w in difficulty.items()) + "}"
+    overrides = ["data=synthetic", f"data.synthetic.actors={actors}", f"data.synthetic.sentences={sentences}",
+                 f"data.synthetic.seed={seed}", f"data.synthetic.difficulty={difficulty}"]
+    with initialize(version_base="1.3", config_path="../conf"):
+        return Path(compose("preprocess", overrides=overrides).data.root)
+
+
 def describe(spec: dict) -> str:
     c = spec["ceilings"]
     weights = ", ".join(f"{m} {w:g}" for m, w in spec["difficulty"].items())
     rows = [(f"{AUDIO} only", c[ceiling_key([AUDIO])]), (f"{VIDEO} only", c[ceiling_key([VIDEO])]),
             ("both", c[ceiling_key(MODALITIES)])]
     return "\n".join([f"difficulty {spec['difficulty_preset']} ({weights}); Bayes ceilings on {spec['clips']} clips "
-                      f"(the best accuracy any model can reach):"]
+                      f"(the best accuracy a model can expect):"]
                      + [f"  {name:<11} {100 * value:6.2f}%" for name, value in rows])
 
 
@@ -57,9 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         parser.error(str(err))
     if not args.ceilings_only:
-        synthetic = dict(actors=args.actors, sentences=args.sentences, seed=args.seed, difficulty=args.difficulty)
-        root = Path(os.environ.get("FER_MM_ROOT", "."))
-        out = args.out_dir or root / "datasets" / twin_dirname(synthetic)  # where conf/data/synthetic.yaml puts it
+        out = args.out_dir or default_root(args.actors, args.sentences, args.seed, args.difficulty)
         t0 = time.time()
         try:
             generate(out, args.actors, args.sentences, args.seed, args.workers, difficulty=args.difficulty)

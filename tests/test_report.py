@@ -8,6 +8,7 @@ from scipy import stats
 
 from fer_mm.data.crema_d import EMOTIONS
 from fer_mm.data.displays import display_matrix
+from fer_mm.data.synthetic import TWIN_VERSION
 from fer_mm.evaluation import SCHEMA_VERSION
 from fer_mm.report import holm, human_baseline, main as report_main
 from fer_mm.train import train
@@ -117,13 +118,13 @@ def test_paired_comparison_on_known_differences(tmp_path):
     diffs = np.array(gains) / 30
     assert c["folds"] == 8 and c["pooled_acc_diff"] == pytest.approx(sum(gains) / 240)
     assert c["fold_diff_mean"] == pytest.approx(diffs.mean())
-    assert (c["folds_b_better"], c["folds_a_better"], c["folds_tied"]) == (6, 1, 1)
+    assert (c["actors_b_better"], c["actors_a_better"], c["actors_tied"]) == (6, 1, 1)  # one actor per fold
     assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diffs[diffs != 0]).pvalue)
     assert c["wilcoxon_p"] < 0.05
 
 
 def test_report_logs_a_wandb_summary_run_offline(tmp_path, wandb_offline):
-    twin = {"difficulty": {"audio": 0.5, "video": 0.55}}
+    twin = {"version": TWIN_VERSION, "seed": 0, "difficulty": {"audio": 0.5, "video": 0.55}}
     for fold in range(3):
         _fake_fold(tmp_path / "runs", "video_only", fold, np.arange(12) < 4 + fold, twin=twin)
         _fake_fold(tmp_path / "runs", "fusion", fold, np.arange(12) < 6 + fold, modalities=("video", "audio"), twin=twin)
@@ -142,14 +143,21 @@ def test_report_logs_a_wandb_summary_run_offline(tmp_path, wandb_offline):
 
 
 def _independent_ceiling(names, weights, modalities):
-    """Sum over the displays seen of the most likely acted emotion's joint probability, by explicit loops."""
-    prior = np.bincount([EMOTIONS.index(n.split("_")[2]) for n in names], minlength=6) / len(names)
+    """Per (actor, sentence) cell, the sum over the displays seen of the most likely acted emotion's joint
+    probability, by explicit loops; cells weighted by their clips."""
     audio, video = display_matrix("audio", weights["audio"]), display_matrix("video", weights["video"])
-    if set(modalities) == {"audio"}:
-        return sum(max(prior[a] * audio[a, d] for a in range(6)) for d in range(6))
-    if set(modalities) == {"video"}:
-        return sum(max(prior[a] * video[a, d] for a in range(6)) for d in range(6))
-    return sum(max(prior[a] * video[a, dv] * audio[a, da] for a in range(6)) for dv in range(6) for da in range(6))
+    cells = pd.Series(list(names)).groupby(lambda i: tuple(names[i].split("_")[:2]))
+    total = 0.0
+    for _, members in cells:
+        prior = np.bincount([EMOTIONS.index(n.split("_")[2]) for n in members], minlength=6) / len(members)
+        if set(modalities) == {"audio"}:
+            best = sum(max(prior[a] * audio[a, d] for a in range(6)) for d in range(6))
+        elif set(modalities) == {"video"}:
+            best = sum(max(prior[a] * video[a, d] for a in range(6)) for d in range(6))
+        else:
+            best = sum(max(prior[a] * video[a, dv] * audio[a, da] for a in range(6)) for dv in range(6) for da in range(6))
+        total += best * len(members)
+    return total / len(names)
 
 
 def _copy_records(src, dst, edit):
@@ -165,41 +173,68 @@ def _copy_records(src, dst, edit):
 
 def test_report_sets_each_experiment_against_its_twin_ceiling(sweeps, tmp_path):
     weights = {"audio": 0.4, "video": 0.7}
-    _copy_records(sweeps, tmp_path / "runs", lambda r: r.update(twin={"seed": 0, "difficulty": weights}))
+    twin = {"version": TWIN_VERSION, "seed": 0, "difficulty": weights}
+    _copy_records(sweeps, tmp_path / "runs", lambda r: r.update(twin=twin))
     out = tmp_path / "out"
     report_main([str(tmp_path / "runs"), "--out", str(out), "--no-wandb"])
     results = json.loads((out / "results.json").read_text())
     for s in results["experiments"]:
-        names = pd.concat(_fold_predictions(sweeps, s["name"], SWEEPS[s["name"]]).values())["name"]
+        names = pd.concat(_fold_predictions(sweeps, s["name"], SWEEPS[s["name"]]).values())["name"].tolist()
         assert s["ceiling"] == pytest.approx(_independent_ceiling(names, weights, s["modalities"]))
+        assert s["ceiling_se"] == pytest.approx(np.sqrt(s["ceiling"] * (1 - s["ceiling"]) / len(names)))
         assert s["gap_to_ceiling"] == pytest.approx(s["ceiling"] - s["pooled"]["acc"])
-        assert s["difficulty"] == weights
+        assert 0 < s["ceiling_on_these_clips"] < 1 and s["twin"] == {"seed": 0, "difficulty": weights}
     text = (out / "results.md").read_text()
-    assert "| ceiling % | gap (pp) |" in text and "Bayes-optimal" in text
+    assert "| ceiling % (± se) | gap (pp) |" in text and "Bayes-optimal" in text
     assert f"{100 * results['experiments'][0]['ceiling']:.2f}" in text
     assert "ceilings.png" in text and (out / "ceilings.png").stat().st_size > 1000
 
-    # records written before ``twin`` existed: the data root's spec file gives the weights
-    spec_root = tmp_path / "old_twin"
-    spec_root.mkdir()
-    (spec_root / "SYNTHETIC.json").write_text(json.dumps({"difficulty": weights}))
+    # displays that always show the acted emotion: the Bayes rule is always right
+    _copy_records(sweeps, tmp_path / "easy", lambda r: r.update(twin={**twin, "difficulty": "none"}))
+    report_main([str(tmp_path / "easy"), "--out", str(tmp_path / "easy_out"), "--no-wandb"])
+    easy = json.loads((tmp_path / "easy_out" / "results.json").read_text())["experiments"]
+    assert all(s["ceiling"] == 1 and s["ceiling_on_these_clips"] == 1 for s in easy)
 
-    def old_record(record):
-        record.pop("twin", None)
-        record["data_root"] = str(spec_root)
+    # real data (``twin`` null) and twins of another generator: no ceiling, no ceiling figure
+    for case, edit in (("real", lambda r: r.update(twin=None)), ("v1", lambda r: r.update(twin={"seed": 0}))):
+        _copy_records(sweeps, tmp_path / case, edit)
+        report_main([str(tmp_path / case), "--out", str(tmp_path / f"{case}_out"), "--no-wandb"])
+        none = json.loads((tmp_path / f"{case}_out" / "results.json").read_text())
+        assert all(s["ceiling"] is None and s["gap_to_ceiling"] is None for s in none["experiments"])
+        assert not (tmp_path / f"{case}_out" / "ceilings.png").exists()
+        assert "| - | - | - |" in (tmp_path / f"{case}_out" / "results.md").read_text()
 
-    _copy_records(sweeps, tmp_path / "old_runs", old_record)
-    report_main([str(tmp_path / "old_runs"), "--out", str(tmp_path / "old_out"), "--no-wandb"])
-    old = json.loads((tmp_path / "old_out" / "results.json").read_text())
-    assert [s["ceiling"] for s in old["experiments"]] == pytest.approx([s["ceiling"] for s in results["experiments"]])
 
-    # real data (``twin`` null): no ceiling, no ceiling figure
-    _copy_records(sweeps, tmp_path / "real_runs", lambda r: r.update(twin=None))
-    report_main([str(tmp_path / "real_runs"), "--out", str(tmp_path / "real_out"), "--no-wandb"])
-    real = json.loads((tmp_path / "real_out" / "results.json").read_text())
-    assert all(s["ceiling"] is None and s["gap_to_ceiling"] is None for s in real["experiments"])
-    assert not (tmp_path / "real_out" / "ceilings.png").exists()
-    assert "| - | - |" in (tmp_path / "real_out" / "results.md").read_text()
+def test_the_paired_test_runs_over_test_actors(tmp_path):
+    """With several actors per fold the unit is the actor: 3 folds x 4 actors = 12 pairs."""
+    rng = np.random.default_rng(3)
+    for experiment, boost in (("video_only", 0), ("fusion", 4)):
+        for fold in range(3):
+            out = tmp_path / experiment / "speaker_kfold" / "h" / f"fold_{fold}"
+            out.mkdir(parents=True)
+            actors = np.repeat(1001 + 4 * fold + np.arange(4), 12)
+            labels = np.tile(np.arange(12) % 6, 4)
+            hits = np.concatenate([rng.permutation(np.arange(12) < 5 + boost + (k % 3)) for k in range(4)])
+            pd.DataFrame(dict(name=[f"{a}_DFA_{EMOTIONS[k]}_XX" for a, k in zip(actors, labels)], actor=actors,
+                              label=labels, pred=np.where(hits, labels, (labels + 1) % 6))).to_csv(
+                out / "predictions.csv", index=False)
+            (out / "metrics.json").write_text(json.dumps(dict(
+                schema_version=SCHEMA_VERSION, experiment=experiment, fold=fold, folds_total=3,
+                protocol="speaker_kfold", config_hash="h", config={}, modalities=["video"], label="acted",
+                dataset="crema_d_twin", class_names=list("abcdef"), selected_by="val/uar on validation actors",
+                actors={}, twin=None)))
+    report_main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-wandb"])
+    [c] = json.loads((tmp_path / "out" / "results.json").read_text())["comparisons"]
+    assert (c["a"], c["b"]) == ("fusion (speaker_kfold)", "video_only (speaker_kfold)")  # same inputs: name order
+    diffs = []
+    for fold in range(3):
+        a, b = (pd.read_csv(tmp_path / e / "speaker_kfold" / "h" / f"fold_{fold}" / "predictions.csv")
+                for e in ("fusion", "video_only"))
+        diffs += ((b["pred"] == b["label"]).groupby(b["actor"]).mean()
+                  - (a["pred"] == a["label"]).groupby(a["actor"]).mean()).tolist()
+    diffs = np.array(diffs)
+    assert c["folds"] == 3 and c["actors"] == 12 and c["actors_a_better"] == int((diffs < 0).sum())
+    assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diffs[diffs != 0]).pvalue) and c["wilcoxon_p"] < 0.05
 
 
 def test_holm_correction_on_a_hand_example():

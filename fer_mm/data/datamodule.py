@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from fer_mm.data.cache import ClipCache, PreprocessParams, build_cache, cache_path
 from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
-from fer_mm.data.crema_d import VIDEO_DIR
 from fer_mm.data.protocols import LeaveOneSubjectOut, Protocol, Split
 from fer_mm.data.synthetic import read_spec
 from fer_mm.vocab import CREMA_D, CREMA_D_TWIN, EMOTION_NAMES
@@ -105,12 +104,13 @@ class CremaDDataModule(pl.LightningDataModule):
             return self._prepare()
 
     def _prepare(self) -> ClipCache:
-        if self.synthetic and not (self.root / VIDEO_DIR).is_dir():
+        if self.synthetic:
             from fer_mm.data.synthetic import generate
 
-            log.info("generating the synthetic CREMA-D twin in %s", self.root)
+            # every time: it finishes an interrupted twin and refuses a root that holds another one
+            log.info("synthetic CREMA-D twin in %s", self.root)
             generate(self.root, n_actors=self.synthetic["actors"], n_sentences=self.synthetic["sentences"],
-                     seed=self.synthetic.get("seed", 0), difficulty=self.synthetic.get("difficulty"),
+                     seed=self.synthetic["seed"], difficulty=self.synthetic["difficulty"],
                      workers=self.preprocess_workers, progress=self.progress)
         return build_cache(self.root, self.cache_dir, self.params, workers=self.preprocess_workers,
                            progress=self.progress)

@@ -8,12 +8,12 @@ code path.
 
 Content:
 - Video: a rendered frontal face per actor (shape, size, skin tone, position, background and
-  lighting vary by actor) whose expression is built from facial action units (AUs) scaled by
-  the level, with onset and apex over time, head motion, blinks and sensor noise; the mouth
-  opens with the speech envelope.
+  lighting vary by actor) whose expression is built from the displayed emotion's facial action
+  units (AUs) scaled by the intensity, with onset and apex over time, head motion, blinks and
+  sensor noise; the mouth opens with the sentence's syllables.
 - Audio: a glottal pulse train through three formant resonators, syllable rhythm per sentence,
-  with pitch level and range, tempo, loudness, spectral tilt and jitter set by emotion and
-  level, plus background noise.
+  with pitch level and range, tempo, loudness, spectral tilt and jitter set by the displayed
+  emotion and the intensity, plus background noise.
 
 Difficulty: each clip's voice and face display an emotion drawn from CREMA-D's raters' confusion
 matrices mixed with the identity (:mod:`fer_mm.data.displays`); the label stays the acted emotion.
@@ -22,9 +22,12 @@ Everything a modality renders depends on the acted emotion only through that mod
   strength of an expression says nothing about the acted emotion (in IEO only neutral is at XX);
 - the clip's length does not depend on any emotion (the speech sits in a window long enough for
   the slowest voice);
-- the voice is timed by the voice's display and the mouth by the face's display (they agree
-  whenever the displays agree).
-So the Bayes ceilings that :mod:`fer_mm.data.displays` computes bound what a model can reach.
+- the voice is timed by the voice's display and the mouth by the face's display: both speak the
+  same syllables, each at its own displayed tempo and strength (so they drift apart a little,
+  by up to about 3 frames by the end of a slow sentence, even when the displays agree);
+- each modality draws from its own random stream.
+So the Bayes ceilings that :mod:`fer_mm.data.displays` computes are the best accuracy a model can
+expect (given the displays and the clip's actor and sentence).
 
 The rendered cues also confuse different emotions per modality, as human raters do: the face
 separates happy from anger and neutral from disgust, but anger/disgust and a weak sad/neutral look
@@ -35,7 +38,6 @@ sound alike.
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -61,7 +63,7 @@ from fer_mm.data.crema_d import (
     release_names,
     write_demographics,
 )
-from fer_mm.data.displays import DIFFICULTY_PRESETS, ceilings, draw_displays, resolve_difficulty
+from fer_mm.data.displays import ceilings, draw_displays, keyed_rng, preset_name, resolve_difficulty
 from fer_mm.files import write_atomic
 from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
 
@@ -122,11 +124,6 @@ RACES = ("Caucasian", "African American", "Asian", "Unknown")
 ETHNICITIES = ("Not Hispanic", "Hispanic")
 
 
-def _rng(*keys: object) -> np.random.Generator:
-    """A generator seeded by stable keys (crc32 of their text), independent of call order."""
-    return np.random.default_rng([zlib.crc32(str(k).encode()) for k in keys])
-
-
 @dataclass(frozen=True)
 class Actor:
     """Everything about one synthetic actor that stays the same across their clips."""
@@ -156,7 +153,7 @@ class Actor:
 
     @classmethod
     def make(cls, actor: int, seed: int) -> "Actor":
-        r = _rng("actor", seed, actor)
+        r = keyed_rng("actor", seed, actor)
         sex = "Female" if r.random() < 0.48 else "Male"
         skin_v = r.uniform(90, 225)
         tint = r.uniform(0.75, 0.95)
@@ -214,7 +211,7 @@ class Utterance:
 
     @classmethod
     def make(cls, actor: Actor, sentence: str, rng: np.random.Generator) -> "Utterance":
-        sent_rng = _rng("sentence", sentence)  # same rhythm and vowels for every actor
+        sent_rng = keyed_rng("sentence", sentence)  # same rhythm and vowels for every actor
         n_syl = SYLLABLES_PER_SENTENCE[sentence]
         rel = sent_rng.uniform(0.6, 1.4, n_syl)
         vowels = sent_rng.integers(0, len(VOWEL_FORMANTS), n_syl)
@@ -396,12 +393,12 @@ def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, moti
 def synth_clip(name: str, actor: Actor, bg: np.ndarray, seed: int, displays: dict[str, str]):
     """Frames (list of BGR images) and the waveform of one clip whose modalities show ``displays``."""
     clip = parse_name(name)
-    rng = _rng("clip", seed, name)
+    rng = keyed_rng("clip", seed, name)
     intensity = clip_intensity(clip.level, rng)
     utterance = Utterance.make(actor, clip.sentence, rng)
     # one random stream per modality: what one modality draws never shifts the other's
-    wave = synth_audio(actor, utterance, displays[AUDIO], intensity, _rng("clip", seed, name, AUDIO))
-    face, rng = displays[VIDEO], _rng("clip", seed, name, VIDEO)
+    wave = synth_audio(actor, utterance, displays[AUDIO], intensity, keyed_rng("clip", seed, name, AUDIO))
+    face, rng = displays[VIDEO], keyed_rng("clip", seed, name, VIDEO)
     k = intensity * rng.uniform(0.8, 1.1)
     mouth = utterance.envelope(prosody_of(face, k * actor.expressiveness))
     n_frames = len(mouth)
@@ -469,31 +466,34 @@ def twin_names(n_actors: int = len(ACTORS), n_sentences: int = len(SENTENCES)) -
     All of the release's names for them, less its four known defects (91 x 12: 7,438 clips).
     """
     if not 1 <= n_actors <= len(ACTORS):
-        raise ValueError(f"--actors must be in 1..{len(ACTORS)}, got {n_actors}")
+        raise ValueError(f"data.synthetic.actors (--actors) must be in 1..{len(ACTORS)}, got {n_actors}")
     if not 1 <= n_sentences <= len(SENTENCES):
-        raise ValueError(f"--sentences must be in 1..{len(SENTENCES)}, got {n_sentences}")
+        raise ValueError(f"data.synthetic.sentences (--sentences) must be in 1..{len(SENTENCES)}, got {n_sentences}")
     # IEO first: it is the sentence that carries the three intensity levels.
     sentences = ("IEO",) + tuple(s for s in SENTENCES if s != "IEO")
     return [n for n in release_names(ACTORS[:n_actors], sentences[:n_sentences]) if n not in KNOWN_DEFECTS]
 
 
-def twin_spec(n_actors: int = 12, n_sentences: int = 4, seed: int = 0, difficulty=None) -> dict:
+GENERATION_KEYS = ("kind", "version", "actors", "sentences", "seed", "difficulty")  # what makes a twin; the rest follows
+
+
+def twin_spec(n_actors: int = 12, n_sentences: int = 4, seed: int = 0, difficulty="published") -> dict:
     """What ``SYNTHETIC.json`` records about a twin: its parameters and its Bayes ceilings."""
-    weights = resolve_difficulty(difficulty)
-    preset = next((k for k, v in DIFFICULTY_PRESETS.items() if v == weights), "custom")
+    weights = resolve_difficulty(difficulty, "data.synthetic.difficulty (--difficulty)")
     names = twin_names(n_actors, n_sentences)
     return dict(kind="fer-mm synthetic CREMA-D twin", version=TWIN_VERSION, actors=n_actors, sentences=n_sentences,
-                seed=seed, difficulty=weights, difficulty_preset=preset, clips=len(names),
+                seed=seed, difficulty=weights, difficulty_preset=preset_name(weights), clips=len(names),
                 ceilings=ceilings(names, weights), displays=DISPLAYS_FILE)
 
 
 def twin_dirname(synthetic: Mapping) -> str:
     """The twin's folder under the data folder; it tells twins apart: ``crema_d_twin/12x4_published_seed0``."""
-    spec = twin_spec(synthetic["actors"], synthetic["sentences"], synthetic.get("seed", 0), synthetic.get("difficulty"))
-    difficulty = spec["difficulty_preset"]
+    twin_names(synthetic["actors"], synthetic["sentences"])  # checks them
+    weights = resolve_difficulty(synthetic["difficulty"])
+    difficulty = preset_name(weights)
     if difficulty == "custom":
-        difficulty = "_".join(f"{m}{w:g}" for m, w in spec["difficulty"].items())
-    return f"crema_d_twin/{spec['actors']}x{spec['sentences']}_{difficulty}_seed{spec['seed']}"
+        difficulty = "_".join(f"{m}{w!r}" for m, w in weights.items())  # repr: weights that differ, names that differ
+    return f"crema_d_twin/{synthetic['actors']}x{synthetic['sentences']}_{difficulty}_seed{synthetic['seed']}"
 
 
 def read_spec(root: Path) -> dict | None:
@@ -503,7 +503,7 @@ def read_spec(root: Path) -> dict | None:
 
 
 def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int = 0, workers: int = 0,
-             progress: bool = True, difficulty=None) -> Path:
+             progress: bool = True, difficulty="published") -> Path:
     """Write the twin under ``out_dir``; clips already there are kept, so a crashed run resumes.
 
     ``difficulty`` is a preset of :data:`~fer_mm.data.displays.DIFFICULTY_PRESETS` or
@@ -514,8 +514,11 @@ def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int 
     out_dir = Path(out_dir)
     spec = twin_spec(n_actors, n_sentences, seed, difficulty)
     old = read_spec(out_dir)
-    if old is not None and {k: old.get(k) for k in spec} != spec:
-        changed = sorted(k for k in spec if old.get(k) != spec[k])
+    if old is not None and old.get("version") != TWIN_VERSION:
+        raise ValueError(f"{out_dir} holds a twin made by another generator (version {old.get('version')}, this one "
+                         f"makes {TWIN_VERSION}); generate into another folder or delete it")
+    changed = [k for k in GENERATION_KEYS if old is not None and old.get(k) != spec[k]]
+    if changed:
         raise ValueError(f"{out_dir} holds another twin ({', '.join(f'{k}: {old.get(k)} there, {spec[k]} asked' for k in changed)}); "
                          f"generate into another folder or delete it")
     (out_dir / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
