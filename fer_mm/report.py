@@ -390,7 +390,8 @@ def plot_ceilings(summaries: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(summaries) + 1.5), 4.0))
     x = np.arange(len(summaries))
-    ax.bar(x, [100 * s["pooled"]["acc"] for s in summaries], 0.6, color="tab:blue", label="pooled accuracy")
+    bars = ax.bar(x, [100 * s["pooled"]["acc"] for s in summaries], 0.6, color="tab:blue", label="pooled accuracy")
+    ax.bar_label(bars, fmt="%.1f", label_type="center", color="white", fontsize=8)
     label = "Bayes ceiling"
     for k, s in enumerate(summaries):
         if s["ceiling"] is None:
