@@ -199,7 +199,7 @@ def test_preprocess_command_reports_the_cache(twin_root, twin_cache):
 def test_synth_command_rejects_bad_sizes(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fer_mm.synth", str(tmp_path), "--actors", "92"],
                          capture_output=True, text=True)
-    assert out.returncode == 2 and "--actors must be in 1..91" in out.stderr
+    assert out.returncode == 2 and "(--actors) must be in 1..91" in out.stderr
 
 
 def test_a_root_with_nothing_usable_stops_and_stores_nothing(tmp_path):
