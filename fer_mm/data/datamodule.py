@@ -52,8 +52,9 @@ class CremaDDataModule(pl.LightningDataModule):
     Args:
         root: CREMA-D root (holds ``VideoFlash/``, ``AudioWAV/``, ``VideoDemographics.csv``).
         cache_dir: where preprocessing caches live.
-        synthetic: twin parameters (``actors``, ``sentences``, ``seed``, ``difficulty``); when set
-            and ``root`` has no clips yet, the twin is generated there first. ``None`` for real data.
+        synthetic: twin parameters (``actors``, ``sentences``, ``seed``, ``difficulty``); when set,
+            the twin is generated (or finished) under ``root`` first, and a root that holds another
+            twin is refused. ``None`` for real data.
         preprocess: :class:`PreprocessParams` fields.
         protocol: a speaker-independent protocol; ``fold`` picks its fold.
         clip_spec: what the model needs from each clip (its ``ModelInputs.clip_spec``); only
