@@ -521,9 +521,13 @@ def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int 
     if changed:
         raise ValueError(f"{out_dir} holds another twin ({', '.join(f'{k}: {old.get(k)} there, {spec[k]} asked' for k in changed)}); "
                          f"generate into another folder or delete it")
+    names = twin_names(n_actors, n_sentences)
+    todo = [n for n in names
+            if not ((out_dir / VIDEO_DIR / f"{n}{VIDEO_EXT}").exists() and (out_dir / AUDIO_DIR / f"{n}{AUDIO_EXT}").exists())]
+    if old is not None and not todo:  # finished (its spec is written last of the tables): training calls this every run
+        return out_dir
     (out_dir / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
     (out_dir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
-    names = twin_names(n_actors, n_sentences)
     actors = sorted({parse_name(n).actor for n in names})
     write_demographics(out_dir / DEMOGRAPHICS_FILE, [vars(Actor.make(a, seed)) for a in actors])
     displays = {n: draw_displays(n, seed, spec["difficulty"]) for n in names}
@@ -531,8 +535,6 @@ def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int 
         f"{n},{parse_name(n).emotion}," + ",".join(displays[n][m] for m in MODALITIES) + "\n" for n in names))
     # the spec first: an interrupted run leaves a folder that says which twin it is
     write_atomic(out_dir / SPEC_FILE, json.dumps(spec, indent=2) + "\n")
-    todo = [n for n in names
-            if not ((out_dir / VIDEO_DIR / f"{n}{VIDEO_EXT}").exists() and (out_dir / AUDIO_DIR / f"{n}{AUDIO_EXT}").exists())]
     jobs = [(n, str(out_dir), seed, displays[n]) for n in todo]
     for _ in imap_progress(_write_one, jobs, workers, "synthesising clips", progress):
         pass
