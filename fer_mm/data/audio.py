@@ -14,6 +14,7 @@ the valid samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -31,21 +32,82 @@ class LoadedAudio:
     notes: list[str]  # what was changed to get there (resampled, downmixed)
 
 
-def load_wav(path: str, sample_rate: int = SAMPLE_RATE) -> LoadedAudio:
-    """Read a WAV as float mono at ``sample_rate``; downmix and resample where the file differs."""
-    data, rate = sf.read(path, dtype="float32", always_2d=True)
+def to_mono_rate(data: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> LoadedAudio:
+    """``[N, channels]`` float samples at ``rate`` -> mono at ``sample_rate``: every audio source's one way there.
+
+    Channels are averaged; a different rate is resampled with ``scipy.signal.resample_poly``.
+    """
     notes = []
     if data.shape[1] > 1:
         notes.append(f"downmixed {data.shape[1]} channels to mono")
         data = data.mean(axis=1, keepdims=True)
-    samples = data[:, 0]
+    samples = np.ascontiguousarray(data[:, 0], dtype=np.float32)
     if rate != sample_rate and len(samples):
         from math import gcd
 
-        g = gcd(rate, sample_rate)
-        samples = signal.resample_poly(samples, sample_rate // g, rate // g).astype(np.float32)
+        g = gcd(int(rate), sample_rate)
+        samples = signal.resample_poly(samples, sample_rate // g, int(rate) // g).astype(np.float32)
         notes.append(f"resampled {rate} Hz to {sample_rate} Hz")
     return LoadedAudio(samples, notes)
+
+
+def read_wav(path: str) -> tuple[np.ndarray, int]:
+    """A WAV's samples as float ``[N, channels]`` and its rate."""
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    return data, rate
+
+
+def load_wav(path: str, sample_rate: int = SAMPLE_RATE) -> LoadedAudio:
+    """Read a WAV as float mono at ``sample_rate``; downmix and resample where the file differs."""
+    return to_mono_rate(*read_wav(path), sample_rate)
+
+
+class FloatAudio:
+    """PyAV audio frames (any sample format) -> float ``[n, channels]`` arrays at their own rate.
+
+    A change of sample format only (to planar float); rate and channels are left to
+    :func:`to_mono_rate`, as for WAV files. Files and live streams both read audio through it:
+    call it with each frame, then with ``None`` to flush.
+    """
+
+    def __init__(self):
+        import av
+
+        self.resampler = av.AudioResampler(format="fltp")
+
+    def __call__(self, frame) -> list[np.ndarray]:
+        return [converted.to_ndarray().T for converted in self.resampler.resample(frame)]
+
+
+def float_chunks(frames) -> Iterator[np.ndarray]:
+    """:class:`FloatAudio` over a sequence of PyAV audio frames."""
+    convert = FloatAudio()
+    for frame in frames:
+        yield from convert(frame)
+    yield from convert(None)
+
+
+def read_audio_track(path: str) -> tuple[np.ndarray, int] | None:
+    """The first audio stream of any container PyAV opens, as float ``[N, channels]`` and its rate.
+
+    ``None`` when the file has no audio stream. Any codec, rate and channel count.
+    """
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        chunks = list(float_chunks(container.decode(stream)))
+        rate = stream.codec_context.sample_rate or stream.rate or SAMPLE_RATE
+    if not chunks:
+        return np.zeros((0, 1), np.float32), int(rate)
+    return np.concatenate(chunks).astype(np.float32, copy=False), int(rate)
+
+
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] -> int16, as the cache stores them (inference quantises alike)."""
+    return np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
 
 
 def int16_to_float(samples: np.ndarray | torch.Tensor):

@@ -182,7 +182,7 @@ def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
     except Exception as err:  # noqa: BLE001 - the detector's own failure, named as such
         return dict(name=name, skip=f"face detector failed: {type(err).__name__}: {err}")
     faces = video_io.crop_faces(decoded.frames, boxes, p.face_height, p.face_width)
-    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
+    pcm = audio_io.to_pcm16(samples)
     return dict(name=name, faces=faces, audio=pcm, fps=decoded.fps, faces_missing=missing,
                 audio_notes="; ".join(loaded.notes))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,14 @@ class CremaDDataModule(pl.LightningDataModule):
     def twin_spec(self) -> dict | None:
         """How the twin under ``root`` was generated (its ``SYNTHETIC.json``); None for real data."""
         return read_spec(self.root)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint (Lightning calls it): how faces and waveforms were made and what
+        the classes are, so that inference on a new video prepares it exactly as training did."""
+        return dict(preprocess=asdict(self.params), class_names=list(self.class_names))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore on resume: the config rebuilds the same datamodule."""
 
     # disk work: runs once per node
     def prepare_data(self) -> ClipCache:

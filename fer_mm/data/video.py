@@ -83,6 +83,11 @@ def detector_settings(name: str, **kwargs) -> dict:
 class DecodedVideo:
     frames: np.ndarray  # [N, H, W] uint8 grayscale
     fps: float
+    declared_seconds: float | None = None  # the length the container states, where it states one
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / self.fps
 
 
 def decode_gray(path: str) -> DecodedVideo:
@@ -95,39 +100,62 @@ def decode_gray(path: str) -> DecodedVideo:
         frames = [f.to_ndarray(format="gray") for f in container.decode(stream)]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 30.0
+        if stream.duration and stream.time_base:
+            declared = float(stream.duration * stream.time_base)
+        else:
+            declared = container.duration / av.time_base if container.duration else None
     if not frames:
         raise ValueError("the video holds no decodable frames")
-    return DecodedVideo(np.stack(frames), fps)
+    return DecodedVideo(np.stack(frames), fps, declared)
 
 
 class NoFaceError(ValueError):
     """No frame of a clip has a face (kept apart from errors raised by the detector itself)."""
 
 
-def track_faces(frames: np.ndarray, detector: FaceDetector, smooth_frames: int = 5) -> tuple[np.ndarray, int]:
-    """One smoothed (x, y, w, h) box per frame, and how many frames had no detection.
+class FaceTracker:
+    """Detects the face in frames given one at a time, following one person.
 
-    With several detections, the one nearest the previous box is kept (largest at first).
-    Raises ``NoFaceError`` when no frame has a face.
+    With several detections, the one nearest the previous frame's face is kept (the largest
+    while none has been seen). Files and live streams both go through it, frame by frame.
     """
-    n = len(frames)
-    boxes = np.full((n, 4), np.nan)
-    prev = None
-    for i, frame in enumerate(frames):
-        found = np.asarray(detector(frame), dtype=np.float64).reshape(-1, 4)
+
+    def __init__(self, detector: FaceDetector):
+        self.detector, self.previous = detector, None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """The face's (x, y, w, h) in ``frame``, or NaNs where the detector finds none."""
+        found = np.asarray(self.detector(frame), dtype=np.float64).reshape(-1, 4)
         if len(found) == 0:
-            continue
+            return np.full(4, np.nan)
+        prev = self.previous
         if prev is None:
             pick = found[np.argmax(found[:, 2] * found[:, 3])]
         else:
             centres = found[:, :2] + found[:, 2:] / 2
             pick = found[np.argmin(np.linalg.norm(centres - (prev[:2] + prev[2:] / 2), axis=1))]
-        boxes[i] = prev = pick
-    detected = ~np.isnan(boxes[:, 0])
-    if not detected.any():
+        self.previous = pick
+        return pick
+
+
+def detect_faces(frames: np.ndarray, detector: FaceDetector) -> np.ndarray:
+    """Each frame's face box ``[N, 4]`` (NaN rows where none was found), tracked by :class:`FaceTracker`."""
+    tracker = FaceTracker(detector)
+    return np.stack([tracker(frame) for frame in frames]) if len(frames) else np.zeros((0, 4))
+
+
+def smooth_boxes(detected: np.ndarray, smooth_frames: int = 5) -> tuple[np.ndarray, int]:
+    """Detections ``[N, 4]`` (NaN rows: none) -> one smoothed box per frame, and how many had none.
+
+    A frame without a detection takes the nearest detected box; then a centred moving average
+    over ``smooth_frames``. Raises ``NoFaceError`` when no frame has a face.
+    """
+    boxes = np.asarray(detected, dtype=np.float64)
+    n = len(boxes)
+    found = ~np.isnan(boxes[:, 0])
+    if not found.any():
         raise NoFaceError("no face found in any frame")
-    # nearest detected box for frames without one
-    idx = np.flatnonzero(detected)
+    idx = np.flatnonzero(found)
     nearest = idx[np.abs(np.arange(n)[:, None] - idx[None, :]).argmin(axis=1)]
     boxes = boxes[nearest]
     if smooth_frames > 1 and n > 1:
@@ -135,7 +163,15 @@ def track_faces(frames: np.ndarray, detector: FaceDetector, smooth_frames: int =
         padded = np.pad(boxes, ((k // 2, k - 1 - k // 2), (0, 0)), mode="edge")
         kernel = np.ones(k) / k
         boxes = np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(4)], axis=1)
-    return boxes, int(n - detected.sum())
+    return boxes, int(n - found.sum())
+
+
+def track_faces(frames: np.ndarray, detector: FaceDetector, smooth_frames: int = 5) -> tuple[np.ndarray, int]:
+    """One smoothed (x, y, w, h) box per frame, and how many frames had no detection.
+
+    :func:`detect_faces` then :func:`smooth_boxes`; raises ``NoFaceError`` when no frame has a face.
+    """
+    return smooth_boxes(detect_faces(frames, detector), smooth_frames)
 
 
 def crop_faces(frames: np.ndarray, boxes: np.ndarray, height: int = 98, width: int = 80) -> np.ndarray:

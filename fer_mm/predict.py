@@ -1,0 +1,658 @@
+"""``python -m fer_mm.predict checkpoint=PATH input=PATH [output=DIR]``: a trained model on new videos.
+
+``checkpoint`` is a ``.ckpt`` file, a fold's run folder (its selected checkpoint is used) or, with
+``runtime=onnx``, a model exported by :mod:`fer_mm.export`. ``input`` is a video file (mp4, mkv,
+mov, avi, webm, flv: any frame rate, size, audio codec, rate and channel count), a folder of them,
+a CREMA-D root (each clip's video paired with its WAV, as training pairs them), or a live source
+(``webcam:0``, a stream URL; see :mod:`fer_mm.stream`).
+
+Every step is the training path's own: decode (:func:`~fer_mm.data.video.decode_gray`, the audio
+through :func:`~fer_mm.data.audio.to_mono_rate`), face tracking and cropping with the detector
+settings the checkpoint was trained with, int16 quantisation, the evaluation frame sampling of
+:func:`~fer_mm.data.clips.clip_item`, then the checkpoint's own :class:`ModelInputs` and network.
+
+Outputs in ``output``: ``predictions.csv`` and ``predictions.json`` (a row per file: ``p_<emotion>``,
+the top emotion, frames with a face, the modalities used, the seconds taken, or the reason a file
+failed), and for windowed files ``windows.csv`` and ``<file>_timeline.png``. The command exits
+non-zero only when no file succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import default_collate
+
+from fer_mm.data import audio as audio_io
+from fer_mm.data import video as video_io
+from fer_mm.data.cache import PreprocessParams, check_media_file, load_detector
+from fer_mm.data.clips import clip_item
+from fer_mm.data.crema_d import AUDIO_DIR, AUDIO_EXT, VIDEO_DIR, parse_name, scan_root
+from fer_mm.models.inputs import ModelInputs
+from fer_mm.vocab import AUDIO, EMOTION_NAMES, VIDEO
+
+log = logging.getLogger("fer_mm.predict")
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".flv")
+MISSING_AUDIO = ("skip", "silence")
+RUNTIMES = ("torch", "onnx")
+ONNX_METADATA_KEY = "fer_mm"  # the exported model's metadata: what rebuilds its inputs and preprocessing
+
+
+class ClipError(ValueError):
+    """Why one input cannot be predicted; it is reported and the other inputs go on."""
+
+
+# ------------------------------------------------------------------------------------ the model
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a fold's run folder -> the checkpoint it selected on validation actors."""
+    p = Path(path)
+    if p.is_dir():
+        metrics = p / "metrics.json"
+        if metrics.is_file():
+            best = json.loads(metrics.read_text()).get("best_checkpoint")
+            if best and Path(best).is_file():
+                return Path(best)
+        kept = [c for c in sorted((p / "checkpoints").glob("*.ckpt")) if c.name != "last.ckpt"]
+        if len(kept) == 1:
+            return kept[0]
+        raise FileNotFoundError(f"checkpoint={p}: a folder, but not a finished fold's run folder (no metrics.json "
+                                f"naming an existing best_checkpoint, and {len(kept)} checkpoints besides last.ckpt)")
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint={p}: no such file")
+    return p
+
+
+def _run_preprocess(path: Path) -> dict | None:
+    """The preprocessing of a checkpoint saved before checkpoints carried it: its run's config.yaml."""
+    from omegaconf import OmegaConf
+
+    config = path.parent.parent / "config.yaml"
+    if config.is_file():
+        preprocess = OmegaConf.load(config).get("data", {}).get("preprocess")
+        if preprocess is not None:
+            return OmegaConf.to_container(preprocess, resolve=True)
+    return None
+
+
+def _softmax(logits: torch.Tensor) -> np.ndarray:
+    return logits.float().softmax(1).cpu().numpy()  # as EmotionSystem.test_step makes predictions.csv
+
+
+class Recognizer:
+    """A trained model with what it needs to read a new clip: preprocessing, inputs, backend.
+
+    Args:
+        checkpoint: a ``.ckpt``, a fold's run folder, or (``runtime="onnx"``) an exported ``.onnx``.
+        runtime: ``torch`` or ``onnx`` (ONNX Runtime runs the network; the inputs are made as in torch).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        detector, detector_kwargs: another face detector than the one the model was trained with
+            (its crops then differ from training's; the outputs record it).
+    """
+
+    def __init__(self, checkpoint: str | Path, runtime: str = "torch", device: str = "cpu",
+                 detector: str | None = None, detector_kwargs: dict | None = None):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime={runtime!r}: use one of {list(RUNTIMES)}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device, self.runtime, self.session = torch.device(device), runtime, None
+        if runtime == "onnx":
+            meta = self._load_onnx(Path(checkpoint))
+            self.checkpoint, self.net = Path(checkpoint), None
+            inputs, preprocess, class_names = meta["inputs"], meta["preprocess"], meta["class_names"]
+            self.inputs = ModelInputs(meta["modalities"], **inputs)
+        else:
+            from fer_mm.system import EmotionSystem
+
+            self.checkpoint = resolve_checkpoint(checkpoint)
+            if self.checkpoint.suffix == ".onnx":
+                raise ValueError(f"checkpoint={checkpoint} is an exported ONNX model: add runtime=onnx")
+            # weights only: a checkpoint is data, never code to run
+            saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            hparams = saved.get("hyper_parameters") or {}
+            if "net" not in hparams:
+                raise ValueError(f"checkpoint={self.checkpoint} was not written by fer-mm's training (no model "
+                                 f"hyper-parameters)")
+            system = EmotionSystem(net=hparams["net"], inputs=hparams.get("inputs"))
+            system.load_state_dict(saved["state_dict"])
+            system.eval().to(self.device)
+            self.net, self.inputs = system.net, system.inputs
+            data_state = saved.get("CremaDDataModule") or {}
+            preprocess = data_state.get("preprocess") or _run_preprocess(self.checkpoint)
+            if preprocess is None:
+                log.warning("%s does not say how its faces were cropped (an older checkpoint outside its run "
+                            "folder): using the default preprocessing", self.checkpoint)
+            class_names = data_state.get("class_names") or list(EMOTION_NAMES[: system.num_classes])
+            inputs = hparams.get("inputs") or {}
+        self.inputs.eval().to(self.device)
+        self.inputs_config = dict(inputs)
+        self.class_names = list(class_names)
+        self.trained_preprocess = PreprocessParams(**(preprocess or {}))
+        self.params = self.trained_preprocess
+        if detector is not None or detector_kwargs:
+            overrides = dict(detector=detector or self.params.detector, detector_kwargs=dict(detector_kwargs or {}))
+            self.params = PreprocessParams(**{**self.trained_preprocess.__dict__, **overrides})
+            log.warning("face detector %s differs from training's (%s): crops may differ from those the model "
+                        "learnt from", overrides, self.trained_preprocess.detector)
+        self.spec = self.inputs.clip_spec
+        self.modalities = self.spec.modalities
+        if self.spec.sample_rate != self.params.sample_rate:
+            raise ValueError(f"the model reads {self.spec.sample_rate} Hz audio but was preprocessed at "
+                             f"{self.params.sample_rate} Hz")
+        # built and tried once, so that a broken detector stops before the first file
+        self.detector = load_detector(self.params) if VIDEO in self.modalities else None
+
+    def _load_onnx(self, path: Path) -> dict:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError("runtime=onnx needs ONNX Runtime: pip install -e '.[onnx]'") from err
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint={path}: no such file (export one with python -m fer_mm.export)")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda" \
+            else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+        if meta is None:
+            raise ValueError(f"checkpoint={path}: an ONNX model without fer-mm's metadata (export it with "
+                             f"python -m fer_mm.export)")
+        return json.loads(meta)
+
+    @property
+    def max_seconds(self) -> float:
+        """The longest clip the model reads whole (its audio length); longer clips are read in windows."""
+        return self.spec.max_audio_samples / self.spec.sample_rate
+
+    def network_inputs(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        """Clip items (:func:`clip_item`) -> the network's input tensors, as in evaluation."""
+        batch = {k: v.to(self.device) for k, v in default_collate(items).items()}
+        with torch.inference_mode():
+            return self.inputs(batch, augment=False)
+
+    def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.session is not None:
+            feeds = {name: inputs[name].cpu().numpy() for name in self.modalities}
+            return torch.from_numpy(self.session.run(["logits"], feeds)[0])
+        with torch.inference_mode():
+            return self.net(**inputs)
+
+    def probabilities(self, items: list[dict]) -> np.ndarray:
+        """``[len(items), classes]`` probabilities of clip items."""
+        return _softmax(self.logits(self.network_inputs(items)))
+
+    def describe(self) -> dict:
+        return dict(checkpoint=str(self.checkpoint), runtime=self.runtime, device=str(self.device),
+                    modalities=list(self.modalities), class_names=self.class_names,
+                    preprocess=self.params.__dict__, detector_as_trained=self.params == self.trained_preprocess)
+
+
+# ------------------------------------------------------------------------------------ clips and windows
+
+
+@dataclass
+class Media:
+    """A file's decoded content: grayscale frames and audio samples at their own rate."""
+
+    frames: np.ndarray | None  # [N, H, W] uint8
+    fps: float
+    audio: np.ndarray | None  # [n, channels] float
+    audio_rate: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        if self.frames is not None:
+            return len(self.frames) / self.fps
+        return len(self.audio) / self.audio_rate
+
+
+def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing_audio: str = "skip") -> Media:
+    """Decode what the model needs from a file; a :class:`ClipError` says why a file cannot be used."""
+    for path in filter(None, (video_path, audio_path)):
+        problem = check_media_file(path)
+        if problem:
+            raise ClipError(problem)
+    frames, fps, notes = None, 30.0, []
+    if VIDEO in rec.modalities:
+        try:
+            decoded = video_io.decode_gray(video_path)
+        except Exception as err:  # PyAV raises many error types for broken containers
+            raise ClipError(f"unreadable video: {err}") from err
+        declared = decoded.declared_seconds
+        if declared and declared - decoded.seconds > rec.params.max_length_mismatch:
+            raise ClipError(f"truncated: {decoded.seconds:.2f} s of video decode, of the {declared:.2f} s the "
+                            f"file declares")
+        frames, fps = decoded.frames, decoded.fps
+    audio, rate = None, rec.spec.sample_rate
+    if AUDIO in rec.modalities:
+        try:
+            track = audio_io.read_wav(audio_path) if audio_path else audio_io.read_audio_track(video_path)
+        except Exception as err:  # soundfile and PyAV raise their own types for malformed files
+            raise ClipError(f"unreadable audio: {err}") from err
+        if track is None or len(track[0]) == 0:
+            what = "no audio track" if track is None else "an empty audio track"
+            if missing_audio != "silence" or frames is None:
+                raise ClipError(f"{what}, and the model reads {'+'.join(rec.modalities)}: use a video-only model, "
+                                f"or missing_audio=silence to give it silence")
+            track = np.zeros((int(round(len(frames) / fps * rate)), 1), np.float32), rate
+            notes.append(f"{what}: silence given to the audio branch (missing_audio=silence)")
+        audio, rate = track
+        if np.abs(audio).max() < rec.params.silence_peak:
+            notes.append(f"silent audio: peak {np.abs(audio).max():.2e} of full scale")
+    return Media(frames, fps, audio, int(rate), notes)
+
+
+def clip_input(rec: Recognizer, frames: np.ndarray | None, detected: np.ndarray | None, audio: np.ndarray | None,
+               audio_rate: int) -> tuple[dict, int]:
+    """One clip's (or window's) item for :meth:`Recognizer.probabilities`, and its frames with a face.
+
+    ``detected``: the frames' tracked boxes (:class:`~fer_mm.data.video.FaceTracker`); smoothing,
+    cropping, downmix, resampling and quantisation are training's own functions.
+    """
+    faces = pcm = None
+    with_face = 0
+    if VIDEO in rec.modalities:
+        try:
+            boxes, missing = video_io.smooth_boxes(detected, rec.params.smooth_frames)
+        except video_io.NoFaceError as err:
+            raise ClipError(str(err)) from err
+        faces = video_io.crop_faces(frames, boxes, rec.params.face_height, rec.params.face_width)
+        with_face = len(frames) - missing
+    if AUDIO in rec.modalities:
+        pcm = audio_io.to_pcm16(audio_io.to_mono_rate(audio, audio_rate, rec.spec.sample_rate).samples)
+    return clip_item(faces, pcm, rec.spec), with_face
+
+
+class Windows:
+    """Rolling windows of ``window`` seconds every ``hop`` seconds over frames and audio arriving in
+    time order: a file's timeline and a live stream both go through it.
+
+    Each frame's face is tracked as it arrives; a window's boxes are smoothed and cropped within the
+    window, and its audio downmixed, resampled and quantised, by the functions training uses.
+    """
+
+    def __init__(self, rec: Recognizer, window: float, hop: float, audio_rate: int | None = None):
+        if window <= 0 or hop <= 0:
+            raise ValueError(f"window={window} and hop={hop} must be positive seconds")
+        self.rec, self.window, self.hop, self.audio_rate = rec, float(window), float(hop), audio_rate
+        self.tracker = video_io.FaceTracker(rec.detector) if rec.detector is not None else None
+        self.times: list[float] = []
+        self.frames: list[np.ndarray] = []
+        self.detected: list[np.ndarray] = []
+        self.audio: list[np.ndarray] = []
+        self.audio_first = 0  # index of the first buffered sample since the start
+        self.audio_count = 0  # samples received
+        self.video_time = 0.0  # time of the latest frame
+        self.index = 0  # the next window's number
+
+    @property
+    def needs_video(self) -> bool:
+        return VIDEO in self.rec.modalities
+
+    @property
+    def needs_audio(self) -> bool:
+        return AUDIO in self.rec.modalities
+
+    def add_frame(self, t: float, gray: np.ndarray, box: np.ndarray | None = None) -> None:
+        """A frame at ``t`` seconds; its face is tracked here unless its tracked ``box`` is given."""
+        if not self.needs_video:
+            return
+        self.times.append(t)
+        self.frames.append(gray)
+        self.detected.append(self.tracker(gray) if box is None else box)
+        self.video_time = t
+
+    def add_audio(self, samples: np.ndarray, rate: int) -> None:
+        """``samples`` ``[n, channels]`` float at ``rate`` (the stream's own)."""
+        if not self.needs_audio:
+            return
+        if self.audio_rate is None:
+            self.audio_rate = rate
+        elif rate != self.audio_rate:
+            raise ValueError(f"the audio rate changed mid-stream ({self.audio_rate} -> {rate} Hz)")
+        self.audio.append(samples)
+        self.audio_count += len(samples)
+
+    def span(self, k: int) -> tuple[float, float]:
+        return k * self.hop, k * self.hop + self.window
+
+    def _covered(self, end: float) -> bool:
+        """Whether everything up to ``end`` seconds has arrived."""
+        video = not self.needs_video or (bool(self.times) and self.video_time >= end)
+        audio = not self.needs_audio or (self.audio_rate is not None and self.audio_count >= round(end * self.audio_rate))
+        return video and audio
+
+    def _length(self) -> float:
+        """Seconds received (at the end of a stream)."""
+        lengths = []
+        if self.needs_video and self.times:
+            step = self.times[-1] - self.times[-2] if len(self.times) > 1 else 0.0
+            lengths.append(self.times[-1] + step)
+        if self.needs_audio and self.audio_rate:
+            lengths.append(self.audio_count / self.audio_rate)
+        return min(lengths) if lengths else 0.0
+
+    def ready(self, final: bool = False) -> list[dict]:
+        """The windows complete now; ``final``: at the end of the input, those that fit in it (an
+        input shorter than one window is one window)."""
+        out = []
+        length = self._length() if final else math.inf
+        while True:
+            start, end = self.span(self.index)
+            if final:
+                if end > length + 1e-6 and (self.index > 0 or length <= 0):
+                    break
+                end = min(end, length)
+            elif not self._covered(end):
+                break
+            out.append(self._item(start, end))
+            self.index += 1
+            self._trim(self.span(self.index)[0])
+        return out
+
+    def _item(self, start: float, end: float) -> dict:
+        row = dict(start=round(start, 3), end=round(end, 3))
+        frames = detected = audio = None
+        if self.needs_video:
+            times = np.asarray(self.times)
+            pick = np.flatnonzero((times >= start - 1e-9) & (times < end - 1e-9))
+            frames = np.stack([self.frames[i] for i in pick]) if len(pick) else None
+            detected = np.stack([self.detected[i] for i in pick]) if len(pick) else None
+            row["frames"] = len(pick)
+        if self.needs_audio:
+            if self.audio_rate is None:
+                row["error"] = "no audio arrived"
+                return row
+            a, b = round(start * self.audio_rate) - self.audio_first, round(end * self.audio_rate) - self.audio_first
+            buffered = np.concatenate(self.audio) if self.audio else np.zeros((0, 1), np.float32)
+            audio = buffered[max(a, 0) : max(b, 0)]
+        if self.needs_video and frames is None:
+            row["error"] = "no frame in this window"
+            return row
+        try:
+            row["item"], row["frames_with_face"] = clip_input(self.rec, frames, detected, audio, self.audio_rate)
+        except ClipError as err:
+            row["error"] = str(err)
+        return row
+
+    def _trim(self, start: float) -> None:
+        """Forget what no later window reads."""
+        if self.needs_video:
+            keep = next((i for i, t in enumerate(self.times) if t >= start - 1e-9), len(self.times))
+            del self.times[:keep], self.frames[:keep], self.detected[:keep]
+        if self.needs_audio and self.audio_rate and self.audio:
+            first = round(start * self.audio_rate)
+            buffered = np.concatenate(self.audio)
+            drop = min(max(first - self.audio_first, 0), len(buffered))
+            self.audio = [buffered[drop:]]
+            self.audio_first += drop
+
+
+def predict_windows(rec: Recognizer, rows: list[dict], batch_size: int = 16) -> list[dict]:
+    """Fill each window row's probabilities (in batches); a row with an error keeps it."""
+    todo = [r for r in rows if "item" in r]
+    for i in range(0, len(todo), batch_size):
+        chunk = todo[i : i + batch_size]
+        t0 = time.perf_counter()
+        probs = rec.probabilities([r["item"] for r in chunk])
+        ms = (time.perf_counter() - t0) * 1000 / len(chunk)
+        for r, p in zip(chunk, probs):
+            r["probs"], r["model_ms"] = p, round(ms, 2)
+    for r in rows:
+        r.pop("item", None)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ files
+
+
+@dataclass
+class Source:
+    """One input to predict: a video file, with its WAV when it comes from a CREMA-D root."""
+
+    video: str
+    audio: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.video).stem
+
+
+def find_inputs(path: str | Path) -> list[Source]:
+    """A file, a folder of videos (searched recursively), or a CREMA-D root (video + WAV pairs)."""
+    p = Path(path)
+    if p.is_file():
+        return [Source(str(p))]
+    if not p.is_dir():
+        raise FileNotFoundError(f"input={p}: no such file or folder")
+    if (p / VIDEO_DIR).is_dir() and (p / AUDIO_DIR).is_dir():  # a CREMA-D root: pairs as training reads them
+        scan = scan_root(p, exclude_known_defects=False)
+        sources = [Source(r.video_path, r.audio_path) for r in scan.index.itertuples()]
+        for name, reason in scan.problems.items():
+            log.warning("input %s: %s", name, reason)
+        if sources:
+            return sources
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"input={p}: no video file ({', '.join(VIDEO_EXTENSIONS)}) in the folder")
+    return [Source(str(f)) for f in files]
+
+
+def _labelled(name: str) -> dict:
+    """The acted emotion of a file named as CREMA-D names its clips; nothing for other names."""
+    try:
+        clip = parse_name(name)
+    except ValueError:
+        return {}
+    return dict(label_name=EMOTION_NAMES[clip.label])
+
+
+def _probability_columns(rec: Recognizer, probs: np.ndarray | None) -> dict:
+    if probs is None:
+        return {f"p_{c}": np.nan for c in rec.class_names}
+    out = {f"p_{c}": round(float(v), 6) for c, v in zip(rec.class_names, probs)}
+    top = int(np.argmax(probs))
+    return dict(out, top=rec.class_names[top], top_p=round(float(probs[top]), 6))
+
+
+def predict_source(rec: Recognizer, source: Source, window: float | None = None, hop: float = 0.5,
+                   missing_audio: str = "skip", batch_size: int = 16) -> tuple[dict, list[dict], dict]:
+    """One input -> its file row, its window rows, and what the annotation needs.
+
+    A clip no longer than the model's own clip length (:attr:`Recognizer.max_seconds`) is read
+    whole, exactly as training reads a clip; ``window`` also gives its timeline. A longer clip is
+    read in windows (``window`` seconds, 2.5 by default) and its file row is their mean.
+    Raises :class:`ClipError` with the reason a file cannot be used.
+    """
+    t0 = time.perf_counter()
+    media = read_media(source.video, source.audio, rec, missing_audio)
+    detected = video_io.detect_faces(media.frames, rec.detector) if VIDEO in rec.modalities else None
+    long = media.seconds > rec.max_seconds + 1e-6
+    windows: list[dict] = []
+    if window or long:
+        timeline = Windows(rec, window or 2.5, hop, media.audio_rate)
+        # the stream's own path, fed from memory: frames with their tracked boxes, then the audio
+        if VIDEO in rec.modalities:
+            for i, (frame, box) in enumerate(zip(media.frames, detected)):
+                timeline.add_frame(i / media.fps, frame, box)
+        if AUDIO in rec.modalities:
+            timeline.add_audio(media.audio, media.audio_rate)
+        windows = predict_windows(rec, timeline.ready(final=True), batch_size)
+    item, with_face = clip_input(rec, media.frames, detected, media.audio, media.audio_rate)
+    if long:
+        good = [w["probs"] for w in windows if "probs" in w]
+        if not good:
+            raise ClipError(f"no window of the {media.seconds:.1f} s clip could be read: {windows[0].get('error')}")
+        probs, basis = np.mean(good, axis=0), f"mean of {len(good)} windows of {window or 2.5:g} s"
+    else:
+        probs, basis = rec.probabilities([item])[0], "whole clip"
+    frames = len(media.frames) if media.frames is not None else None
+    row = dict(file=source.video, status="ok", reason="", **_labelled(source.name), **_probability_columns(rec, probs),
+               frames_with_face=with_face if frames is not None else None, frames=frames,
+               duration_s=round(media.seconds, 3), modalities="+".join(rec.modalities), basis=basis,
+               notes="; ".join(media.notes), seconds=round(time.perf_counter() - t0, 3))
+    window_rows = [dict(file=source.video, window=i, start=w["start"], end=w["end"],
+                        **_probability_columns(rec, w.get("probs")),
+                        frames_with_face=w.get("frames_with_face"), frames=w.get("frames"),
+                        reason=w.get("error", "")) for i, w in enumerate(windows)]
+    annotation = dict(detected=detected, fps=media.fps, windows=window_rows)
+    return row, window_rows, annotation
+
+
+def failed_row(rec: Recognizer, source: Source, reason: str, seconds: float) -> dict:
+    return dict(file=source.video, status="failed", reason=reason, **_labelled(source.name),
+                **_probability_columns(rec, None), seconds=round(seconds, 3))
+
+
+def plot_timeline(windows: pd.DataFrame, class_names: list[str], title: str, path: Path) -> Path:
+    """Each emotion's probability over the windows' centres."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centre = (windows["start"] + windows["end"]) / 2
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for name in class_names:
+        ax.plot(centre, windows[f"p_{name}"], marker=".", label=name)
+    failed = windows[windows[f"p_{class_names[0]}"].isna()]
+    for _, w in failed.iterrows():
+        ax.axvspan(w["start"], w["end"], color="0.9", zorder=0)
+    ax.set(xlabel="time (s), window centre", ylabel="probability", ylim=(0, 1), title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Path) -> Path:
+    """A copy of the video with the tracked face box and the label of the window around each frame."""
+    import av
+    import cv2
+
+    boxes, _ = video_io.smooth_boxes(annotation["detected"], rec.params.smooth_frames)
+    windows = annotation["windows"]
+    centres = np.array([(w["start"] + w["end"]) / 2 for w in windows]) if windows else None
+    with av.open(source.video) as src, av.open(str(path), mode="w") as out:
+        stream = src.streams.video[0]
+        fps = annotation["fps"]
+        ostream = out.add_stream("mpeg4", rate=round(fps) or 30)
+        ostream.width, ostream.height, ostream.pix_fmt = stream.codec_context.width, stream.codec_context.height, "yuv420p"
+        for i, frame in enumerate(src.decode(stream)):
+            if i >= len(boxes):
+                break
+            img = frame.to_ndarray(format="bgr24")
+            x, y, w, h = boxes[i].round().astype(int)
+            cv2.rectangle(img, (x, y), (x + w, y + h), (0, 220, 0), 2)
+            if centres is not None:
+                win = windows[int(np.argmin(np.abs(centres - i / fps)))]
+                label = f"{win['top']} {win['top_p']:.2f}" if win.get("top") else win["reason"] or "?"
+                cv2.putText(img, label, (x, max(15, y - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 220, 0), 2)
+            for packet in ostream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in ostream.encode():
+            out.mux(packet)
+    return path
+
+
+def predict_files(rec: Recognizer, sources: list[Source], output: Path, window: float | None = None,
+                  hop: float = 0.5, missing_audio: str = "skip", annotate: bool = False, batch_size: int = 16,
+                  progress: bool = True) -> pd.DataFrame:
+    """Predict every source; write ``predictions.csv`` / ``.json``, ``windows.csv`` and the timelines."""
+    from tqdm import tqdm
+
+    if missing_audio not in MISSING_AUDIO:
+        raise ValueError(f"missing_audio={missing_audio!r}: use one of {list(MISSING_AUDIO)}")
+    output.mkdir(parents=True, exist_ok=True)
+    rows, all_windows = [], []
+    for source in tqdm(sources, desc="predicting", unit="file", disable=not progress):
+        t0 = time.perf_counter()
+        try:
+            row, windows, annotation = predict_source(rec, source, window, hop, missing_audio, batch_size)
+        except ClipError as err:
+            log.warning("%s: %s", source.video, err)
+            rows.append(failed_row(rec, source, str(err), time.perf_counter() - t0))
+            continue
+        except Exception as err:  # noqa: BLE001 - an unforeseen defect of one file must not cost the others
+            log.warning("%s: failed: %s: %s", source.video, type(err).__name__, err)
+            rows.append(failed_row(rec, source, f"failed: {type(err).__name__}: {err}", time.perf_counter() - t0))
+            continue
+        rows.append(row)
+        if windows:
+            table = pd.DataFrame(windows)
+            all_windows.append(table)
+            plot_timeline(table, rec.class_names, f"{Path(source.video).name} ({'+'.join(rec.modalities)})",
+                          output / f"{source.name}_timeline.png")
+        if annotate and VIDEO in rec.modalities:
+            write_annotated(source, annotation, rec, output / f"{source.name}_annotated.mp4")
+    table = pd.DataFrame(rows)
+    table.to_csv(output / "predictions.csv", index=False)
+    if all_windows:
+        pd.concat(all_windows).to_csv(output / "windows.csv", index=False)
+    summary = dict(model=rec.describe(), window=window, hop=hop, missing_audio=missing_audio,
+                   files=len(rows), succeeded=int((table["status"] == "ok").sum()),
+                   rows=json.loads(table.to_json(orient="records")))
+    (output / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return table
+
+
+def is_live(input_: str) -> bool:
+    from fer_mm.stream import is_stream_address
+
+    return is_stream_address(input_)
+
+
+def run(cfg) -> int:
+    """The command: 0 when at least one file (or the stream) gave a prediction, 1 otherwise."""
+    output = Path(cfg.output)
+    rec = Recognizer(cfg.checkpoint, runtime=cfg.runtime, device=cfg.device, detector=cfg.detector,
+                     detector_kwargs=cfg.detector_kwargs)
+    if is_live(str(cfg.input)) or cfg.realtime:
+        from fer_mm.stream import open_source, run_stream
+
+        source = open_source(str(cfg.input), realtime=cfg.realtime, mic=cfg.mic, need_audio=AUDIO in rec.modalities,
+                             missing_audio=cfg.missing_audio)
+        windows = run_stream(rec, source, cfg.window or 2.5, cfg.hop, output, show=cfg.show,
+                             max_windows=cfg.max_windows)
+        return 0 if any("top" in w for w in windows) else 1
+    table = predict_files(rec, find_inputs(cfg.input), output, cfg.window, cfg.hop, cfg.missing_audio,
+                          cfg.annotate, cfg.batch_size, cfg.progress)
+    ok = table[table["status"] == "ok"]
+    print(f"\n{len(ok)} of {len(table)} files predicted ({'+'.join(rec.modalities)}, {rec.runtime}); "
+          f"results: {output / 'predictions.csv'}")
+    for _, r in table.iterrows():
+        print(f"  {Path(r['file']).name}: " + (f"{r['top']} {r['top_p']:.2f}  ({r['basis']})"
+                                                 if r["status"] == "ok" else f"FAILED: {r['reason']}"))
+    return 0 if len(ok) else 1
+
+
+def main() -> None:
+    import hydra
+
+    from fer_mm.runs import register_resolvers
+
+    register_resolvers()
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+    def _main(cfg) -> None:
+        code = run(cfg)
+        if code:
+            raise SystemExit(code)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

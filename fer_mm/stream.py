@@ -1,0 +1,239 @@
+"""Live sources for :mod:`fer_mm.predict`: ``input=webcam:N``, a stream URL, or a file with
+``realtime=true`` (played at its own frame rate: how the tests drive this code without a camera).
+
+A source yields frames and audio chunks in the order they arrive; :func:`run_stream` feeds them
+to :class:`~fer_mm.predict.Windows`, the same rolling windows a file's timeline goes through,
+and prints each window's prediction and latency as it completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from fer_mm.data.audio import FloatAudio, float_chunks
+from fer_mm.predict import Recognizer, Windows, _probability_columns, predict_windows
+
+log = logging.getLogger("fer_mm.stream")
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+WEBCAM = "webcam:"
+MICROPHONES = (("pulse", "default"), ("alsa", "default"))  # tried in turn by mic=auto
+
+
+def is_stream_address(address: str) -> bool:
+    return address.startswith(WEBCAM) or address.split("://", 1)[0].lower() in STREAM_SCHEMES and "://" in address
+
+
+class AVSource:
+    """A file or stream address read with PyAV: ``("video", t, gray)`` and ``("audio", chunk, rate)`` events.
+
+    Frame times count frames at the stream's frame rate (as a file's timeline does); with
+    ``realtime`` each frame waits for its time, as a live source would deliver it.
+    """
+
+    def __init__(self, address: str, realtime: bool = False, need_audio: bool = True):
+        import av
+
+        self.address, self.realtime = address, realtime
+        try:
+            self.container = av.open(address, timeout=10) if "://" in address else av.open(address)
+        except Exception as err:  # PyAV raises many error types for unreachable or broken sources
+            raise RuntimeError(f"input={address}: cannot open it: {err}") from err
+        if not self.container.streams.video:
+            raise RuntimeError(f"input={address}: no video stream")
+        self.video = self.container.streams.video[0]
+        self.audio = self.container.streams.audio[0] if need_audio and self.container.streams.audio else None
+        rate = self.video.average_rate or self.video.guessed_rate or self.video.base_rate
+        self.fps = float(rate) if rate else 30.0
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+    def __iter__(self) -> Iterator[tuple]:
+        import av
+
+        start, n = time.perf_counter(), 0
+        streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        convert, rate = FloatAudio(), None
+        with self.container:
+            for packet in self.container.demux(*streams):
+                for frame in packet.decode():
+                    if isinstance(frame, av.VideoFrame):
+                        t = n / self.fps
+                        n += 1
+                        if self.realtime:
+                            time.sleep(max(0.0, start + t - time.perf_counter()))
+                        yield "video", t, frame.to_ndarray(format="gray")
+                    else:
+                        rate = frame.sample_rate
+                        for chunk in convert(frame):
+                            yield "audio", chunk, rate
+            if rate is not None:
+                for chunk in convert(None):
+                    yield "audio", chunk, rate
+
+
+class CameraSource:
+    """A webcam through OpenCV (frames stamped with the time they arrive), with a microphone
+    through PyAV where one opens."""
+
+    def __init__(self, index: int, mic: str = "auto", need_audio: bool = True):
+        import cv2
+
+        self.capture = cv2.VideoCapture(index)
+        if not self.capture.isOpened():
+            raise RuntimeError(f"input=webcam:{index}: no camera opens at index {index}")
+        self.mic = open_microphone(mic) if need_audio else None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.mic is not None
+
+    def __iter__(self) -> Iterator[tuple]:
+        import cv2
+
+        chunks: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        if self.mic is not None:
+            threading.Thread(target=_read_microphone, args=(self.mic, chunks, stop), daemon=True).start()
+        start = time.perf_counter()
+        try:
+            while True:
+                ok, bgr = self.capture.read()
+                if not ok:
+                    break
+                yield "video", time.perf_counter() - start, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+                while not chunks.empty():
+                    yield ("audio", *chunks.get())
+        finally:
+            stop.set()
+            self.capture.release()
+
+
+def open_microphone(mic: str):
+    """A PyAV input container for ``mic`` (``FORMAT:DEVICE``, ``auto`` or ``none``); None where none opens."""
+    import av
+
+    if mic == "none":
+        return None
+    tries = MICROPHONES if mic == "auto" else [tuple(mic.split(":", 1))]
+    for fmt, device in tries:
+        try:
+            container = av.open(device, format=fmt)
+        except Exception as err:  # noqa: BLE001 - no such device or driver: try the next one
+            log.info("microphone %s:%s does not open: %s", fmt, device, err)
+            continue
+        if container.streams.audio:
+            log.info("microphone: %s:%s", fmt, device)
+            return container
+    if mic != "auto":
+        raise RuntimeError(f"mic={mic}: no audio input opens there")
+    return None
+
+
+def _read_microphone(container, chunks: queue.Queue, stop: threading.Event) -> None:
+    stream = container.streams.audio[0]
+    with container:
+        for chunk in float_chunks(container.decode(stream)):
+            chunks.put((chunk, stream.codec_context.sample_rate))
+            if stop.is_set():
+                break
+
+
+def open_source(address: str, realtime: bool = False, mic: str = "auto", need_audio: bool = True,
+                missing_audio: str = "skip"):
+    """The live source for ``input``; an audio+video model without audio needs ``missing_audio=silence``."""
+    if address.startswith(WEBCAM):
+        index = address[len(WEBCAM):]
+        if not index.isdigit():
+            raise ValueError(f"input={address}: write webcam:N with N the camera's index (webcam:0)")
+        source = CameraSource(int(index), mic, need_audio)
+    else:
+        if not realtime and not is_stream_address(address):
+            raise ValueError(f"input={address} is not a live source (webcam:N or a stream URL); "
+                             f"add realtime=true to play a file as one")
+        source = AVSource(address, realtime, need_audio)
+    if need_audio and not source.has_audio and missing_audio != "silence":
+        raise RuntimeError(f"input={address} gives no audio (no microphone, or no audio stream) and the model "
+                           f"reads audio: use a video-only checkpoint, name a microphone (mic=FORMAT:DEVICE), "
+                           f"or missing_audio=silence")
+    return source
+
+
+def run_stream(rec: Recognizer, source, window: float, hop: float, output: Path, show: bool = False,
+               max_windows: int | None = None, quiet: bool = False) -> list[dict]:
+    """Rolling predictions over a live source; each window printed as it completes and appended to
+    ``output/windows.csv``. Returns the window rows."""
+    output.mkdir(parents=True, exist_ok=True)
+    windows = Windows(rec, window, hop)
+    silence = windows.needs_audio and not source.has_audio  # missing_audio=silence: zeros keep pace with the frames
+    rows: list[dict] = []
+    latest = None
+    csv = output / "windows.csv"
+    csv.unlink(missing_ok=True)
+
+    def emit(done: list[dict]) -> bool:
+        for w in done:
+            t0 = time.perf_counter()
+            predict_windows(rec, [w])
+            row = dict(window=len(rows), start=w["start"], end=w["end"], **_probability_columns(rec, w.get("probs")),
+                       frames_with_face=w.get("frames_with_face"), frames=w.get("frames"), reason=w.get("error", ""),
+                       latency_ms=round((time.perf_counter() - t0) * 1000 + w.get("prepare_ms", 0.0), 1))
+            rows.append(row)
+            pd.DataFrame([row]).to_csv(csv, mode="a", header=len(rows) == 1, index=False)
+            if not quiet:
+                what = f"{row['top']:>8} {row['top_p']:.2f}" if "top" in row else f"  -- {row['reason']}"
+                print(f"[{row['start']:7.2f} - {row['end']:7.2f} s] {what}   {row['latency_ms']:6.1f} ms", flush=True)
+            if show and latest is not None:
+                _show(latest, row)
+            if max_windows and len(rows) >= max_windows:
+                return True
+        return False
+
+    for event in source:
+        if event[0] == "video":
+            _, t, gray = event
+            latest = gray
+            windows.add_frame(t, gray)
+            if silence:
+                missing = round(t * rec.spec.sample_rate) - windows.audio_count
+                if missing > 0:
+                    windows.add_audio(np.zeros((missing, 1), np.float32), rec.spec.sample_rate)
+        else:
+            _, chunk, rate = event
+            windows.add_audio(chunk, rate)
+        t0 = time.perf_counter()
+        done = windows.ready()
+        for w in done:
+            w["prepare_ms"] = (time.perf_counter() - t0) * 1000 / len(done)
+        if emit(done):
+            return rows
+    t0 = time.perf_counter()
+    done = windows.ready(final=True)
+    for w in done:
+        w["prepare_ms"] = (time.perf_counter() - t0) * 1000 / len(done)
+    emit(done)
+    return rows
+
+
+def _show(gray: np.ndarray, row: dict) -> None:
+    import cv2
+
+    img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    label = f"{row['top']} {row['top_p']:.2f}" if "top" in row else row["reason"]
+    cv2.putText(img, label, (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 220, 0), 2)
+    try:
+        cv2.imshow("fer-mm", img)
+        cv2.waitKey(1)
+    except cv2.error as err:
+        raise RuntimeError("show=true needs an OpenCV with GUI support (pip install opencv-python in place of "
+                           "opencv-python-headless); the predictions are printed without it") from err
