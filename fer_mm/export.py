@@ -40,14 +40,17 @@ class _Network(nn.Module):
         return self.net(**{k: v for k, v in ((VIDEO, video), (AUDIO, audio)) if v is not None})
 
 
-def example_inputs(rec: Recognizer, batch: int = 2) -> dict[str, torch.Tensor]:
-    """The network's inputs for ``batch`` blank clips, made by the model's own inputs."""
-    spec = rec.spec
-    faces = np.zeros((spec.frames, rec.params.face_height, rec.params.face_width), np.uint8)
-    # a little noise, so that the spectrogram is not all zeros
-    pcm = (np.random.default_rng(0).normal(0, 1000, spec.sample_rate)).astype(np.int16)
-    item = clip_item(faces if VIDEO in spec.modalities else None, pcm if AUDIO in spec.modalities else None, spec)
-    return rec.network_inputs([item] * batch)
+def example_inputs(rec: Recognizer, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The network's inputs for ``batch`` random clips (noise faces, noise audio of 1 to 5 s), made
+    by the model's own inputs."""
+    spec, rng = rec.spec, np.random.default_rng(seed)
+    items = []
+    for _ in range(batch):
+        faces = rng.integers(0, 256, (spec.frames, rec.params.face_height, rec.params.face_width), dtype=np.uint8)
+        pcm = rng.normal(0, 2000, int(rng.uniform(1, 5) * spec.sample_rate)).astype(np.int16)
+        items.append(clip_item(faces if VIDEO in spec.modalities else None, pcm if AUDIO in spec.modalities else None,
+                               spec))
+    return rec.network_inputs(items)
 
 
 def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = OPSET) -> Path:

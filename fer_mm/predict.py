@@ -254,14 +254,15 @@ def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing
 
 
 def clip_input(rec: Recognizer, frames: np.ndarray | None, detected: np.ndarray | None, audio: np.ndarray | None,
-               audio_rate: int) -> tuple[dict, int]:
-    """One clip's (or window's) item for :meth:`Recognizer.probabilities`, and its frames with a face.
+               audio_rate: int) -> tuple[dict, int, list[str]]:
+    """One clip's (or window's) item for :meth:`Recognizer.probabilities`, its frames with a face,
+    and what was done to its audio (downmixed, resampled).
 
     ``detected``: the frames' tracked boxes (:class:`~fer_mm.data.video.FaceTracker`); smoothing,
     cropping, downmix, resampling and quantisation are training's own functions.
     """
     faces = pcm = None
-    with_face = 0
+    with_face, notes = 0, []
     if VIDEO in rec.modalities:
         try:
             boxes, missing = video_io.smooth_boxes(detected, rec.params.smooth_frames)
@@ -270,8 +271,9 @@ def clip_input(rec: Recognizer, frames: np.ndarray | None, detected: np.ndarray 
         faces = video_io.crop_faces(frames, boxes, rec.params.face_height, rec.params.face_width)
         with_face = len(frames) - missing
     if AUDIO in rec.modalities:
-        pcm = audio_io.to_pcm16(audio_io.to_mono_rate(audio, audio_rate, rec.spec.sample_rate).samples)
-    return clip_item(faces, pcm, rec.spec), with_face
+        loaded = audio_io.to_mono_rate(audio, audio_rate, rec.spec.sample_rate)
+        pcm, notes = audio_io.to_pcm16(loaded.samples), loaded.notes
+    return clip_item(faces, pcm, rec.spec), with_face, notes
 
 
 class Windows:
@@ -381,7 +383,7 @@ class Windows:
             row["error"] = "no frame in this window"
             return row
         try:
-            row["item"], row["frames_with_face"] = clip_input(self.rec, frames, detected, audio, self.audio_rate)
+            row["item"], row["frames_with_face"], _ = clip_input(self.rec, frames, detected, audio, self.audio_rate)
         except ClipError as err:
             row["error"] = str(err)
         return row
@@ -489,7 +491,7 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
         if AUDIO in rec.modalities:
             timeline.add_audio(media.audio, media.audio_rate)
         windows = predict_windows(rec, timeline.ready(final=True), batch_size)
-    item, with_face = clip_input(rec, media.frames, detected, media.audio, media.audio_rate)
+    item, with_face, audio_notes = clip_input(rec, media.frames, detected, media.audio, media.audio_rate)
     if long:
         good = [w["probs"] for w in windows if "probs" in w]
         if not good:
@@ -501,7 +503,7 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
     row = dict(file=source.video, status="ok", reason="", **_labelled(source.name), **_probability_columns(rec, probs),
                frames_with_face=with_face if frames is not None else None, frames=frames,
                duration_s=round(media.seconds, 3), modalities="+".join(rec.modalities), basis=basis,
-               notes="; ".join(media.notes), seconds=round(time.perf_counter() - t0, 3))
+               notes="; ".join(audio_notes + media.notes), seconds=round(time.perf_counter() - t0, 3))
     window_rows = [dict(file=source.video, window=i, start=w["start"], end=w["end"],
                         **_probability_columns(rec, w.get("probs")),
                         frames_with_face=w.get("frames_with_face"), frames=w.get("frames"),

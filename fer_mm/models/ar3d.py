@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
 from fer_mm.models.base import EmotionModel, make_head
@@ -12,6 +15,31 @@ from fer_mm.vocab import VIDEO
 def conv3d_block(in_chans: int, out_chans: int, pool: tuple[int, int, int]) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(in_chans, out_chans, 3, padding=1, bias=False), nn.BatchNorm3d(out_chans),
                          nn.ReLU(inplace=True), nn.MaxPool3d(pool, ceil_mode=True))
+
+
+def averaging_matrix(size: int, out: int) -> Tensor:
+    """``[out, size]``: row i averages the input cells of adaptive pooling's region i."""
+    m = torch.zeros(out, size)
+    for i in range(out):
+        start, end = (i * size) // out, math.ceil((i + 1) * size / out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+class AdaptiveAvgPool3d(nn.AdaptiveAvgPool3d):
+    """``nn.AdaptiveAvgPool3d`` that also exports to ONNX, which has no adaptive pooling.
+
+    Under export (where the input's size is fixed) the same region means are taken as products
+    with averaging matrices; otherwise PyTorch's own kernel runs, as it did for every trained model.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not torch.compiler.is_exporting():
+            return super().forward(x)
+        for axis, out in zip((2, 3, 4), self.output_size):
+            weights = averaging_matrix(x.shape[axis], out).to(x.dtype)
+            x = (x.movedim(axis, -1) @ weights.T).movedim(-1, axis)
+        return x
 
 
 class AR3(EmotionModel):
@@ -37,7 +65,7 @@ class AR3(EmotionModel):
             blocks.append(conv3d_block(prev, width, pool))
             prev = width
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool3d((2, 3, 3))
+        self.pool = AdaptiveAvgPool3d((2, 3, 3))
         self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(prev * 18, fc), nn.ReLU(inplace=True))
         self.num_features = fc
         self.head = make_head(fc, num_classes, dropout)

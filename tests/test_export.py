@@ -1,0 +1,58 @@
+"""ONNX export: every registry model, run by ONNX Runtime, gives PyTorch's logits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from fer_mm.export import example_inputs, export_onnx  # noqa: E402
+from fer_mm.models import list_models  # noqa: E402
+from fer_mm.predict import ONNX_METADATA_KEY, Recognizer  # noqa: E402
+from fer_mm.system import EmotionSystem  # noqa: E402
+
+
+def save_checkpoint(path, net: dict, inputs: dict | None = None):
+    """A checkpoint as training writes one (hyper-parameters, weights, the datamodule's state)."""
+    system = EmotionSystem(net=net, inputs=inputs)
+    torch.save({"hyper_parameters": dict(net=net, inputs=inputs or {}), "state_dict": system.state_dict(),
+                "CremaDDataModule": {"preprocess": {"face_height": 98, "face_width": 80},
+                                     "class_names": ["anger", "disgust", "fear", "happy", "neutral", "sad"]}}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_onnx_runtime_matches_pytorch_for_every_registry_model(name, tmp_path):
+    ckpt = save_checkpoint(tmp_path / f"{name}.ckpt", {"name": name, "num_classes": 6})
+    onnx_path = export_onnx(ckpt, tmp_path / f"{name}.onnx")
+    torch_model = Recognizer(ckpt)
+    onnx_model = Recognizer(onnx_path, runtime="onnx")
+    assert onnx_model.modalities == torch_model.modalities and onnx_model.class_names == torch_model.class_names
+    # another batch size than the export's (2): the batch is dynamic
+    inputs = example_inputs(torch_model, batch=3, seed=1)
+    expected, got = torch_model.logits(inputs), onnx_model.logits(inputs)
+    assert got.shape == expected.shape == (3, 6)
+    assert (got - expected).abs().max().item() <= 1e-4
+    meta = json.loads(__import__("onnx").load(str(onnx_path)).metadata_props[0].value)
+    assert meta["preprocess"]["detector"] == "haar" and meta["modalities"] == list(torch_model.modalities)
+
+
+def test_onnx_model_carries_the_inputs_it_was_trained_with(tmp_path):
+    inputs = {"frames": 12, "max_audio_seconds": 3.0, "audio": {"frontend": "logmel", "n_freq": 64}}
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", {"name": "ar5", "num_classes": 6}, inputs)
+    rec = Recognizer(export_onnx(ckpt, tmp_path / "m.onnx"), runtime="onnx")
+    assert rec.spec.frames == 12 and rec.spec.max_audio_samples == 48_000
+    assert type(rec.inputs.frontend).__name__ == "LogMelSpectrogram" and rec.inputs.frontend.n_freq == 64
+    with torch.no_grad():
+        assert np.isfinite(rec.probabilities([]) if False else rec.logits(example_inputs(rec, 1)).numpy()).all()
+
+
+def test_an_onnx_file_without_runtime_onnx_is_named(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", {"name": "ar2", "num_classes": 6})
+    path = export_onnx(ckpt, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="runtime=onnx"):
+        Recognizer(path)

@@ -1,0 +1,193 @@
+"""The predict command: new files through the training path, timelines, live sources, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from fer_mm.predict import Recognizer, Source, find_inputs, predict_files, predict_source, resolve_checkpoint
+from fer_mm.stream import AVSource, open_source, run_stream
+from fer_mm.train import train
+from videos import independent_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, data_overrides):
+    """A short real AR5 fold (audio + video) and a video-only one, as training leaves them."""
+    from conftest import compose_run_config
+
+    runs = {}
+    for experiment in ("ar5_fusion", "ar5_video_only"):
+        out = tmp_path_factory.mktemp(experiment)
+        cfg = compose_run_config(out, [f"experiment={experiment}", "debug=limit", "logger=none", *data_overrides])
+        runs[experiment] = (out, train(cfg))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    return independent_folder(tmp_path_factory.mktemp("videos"))
+
+
+def crema_layout(folder: Path, twin_root: Path, names: list[str]) -> Path:
+    """A CREMA-D root holding some of the twin's clips."""
+    for sub, ext in (("VideoFlash", ".flv"), ("AudioWAV", ".wav")):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / sub / f"{name}{ext}").symlink_to(twin_root / sub / f"{name}{ext}")
+    return folder
+
+
+def probabilities(table: pd.DataFrame) -> np.ndarray:
+    return table.filter(regex="^p_").to_numpy(dtype=float)
+
+
+def test_predicting_the_raw_test_clips_gives_the_folds_predictions(trained, twin_root, tmp_path):
+    run_dir, record = trained["ar5_fusion"]
+    expected = pd.read_csv(run_dir / "predictions.csv")
+    assert len(expected) == 16  # the test actor's clips
+    root = crema_layout(tmp_path / "raw", twin_root, list(expected["name"]))
+    rec = Recognizer(run_dir)  # the run folder: its checkpoint selected on validation actors
+    assert rec.checkpoint == Path(record["best_checkpoint"])
+    table = predict_files(rec, find_inputs(root), tmp_path / "out", progress=False)
+    table["name"] = table["file"].map(lambda f: Path(f).stem)
+    got = table.set_index("name").loc[expected["name"]]
+    assert (got["status"] == "ok").all() and (got["basis"] == "whole clip").all()
+    assert np.abs(probabilities(got.reset_index()) - probabilities(expected)).max() <= 1e-4
+    assert (got["label_name"].to_numpy() == expected["label_name"].to_numpy()).all()
+    # the checkpoint carries how its faces were made
+    saved = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert saved["CremaDDataModule"]["preprocess"]["detector"] == "haar"
+
+
+def test_the_exported_model_predicts_what_the_checkpoint_predicts(trained, twin_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fer_mm.export import export_onnx
+
+    run_dir, _ = trained["ar5_fusion"]
+    names = list(pd.read_csv(run_dir / "predictions.csv")["name"][:4])
+    sources = find_inputs(crema_layout(tmp_path / "raw", twin_root, names))
+    onnx_path = export_onnx(run_dir, tmp_path / "m.onnx")
+    a = predict_files(Recognizer(run_dir), sources, tmp_path / "torch", progress=False)
+    b = predict_files(Recognizer(onnx_path, runtime="onnx"), sources, tmp_path / "onnx", progress=False)
+    assert np.abs(probabilities(a) - probabilities(b)).max() <= 1e-4
+
+
+def test_a_folder_of_other_videos(trained, videos, tmp_path):
+    run_dir, _ = trained["ar5_fusion"]
+    table = predict_files(Recognizer(run_dir), find_inputs(videos["no_face"].parent), tmp_path, progress=False)
+    rows = table.set_index(table["file"].map(lambda f: Path(f).name))
+    assert len(rows) == len(videos)
+    good = rows[rows["status"] == "ok"]
+    assert set(good.index) == {"happy_aac_stereo.mp4", "angry_opus.mkv", "long_12s.mp4"}
+    assert np.allclose(probabilities(good).sum(1), 1, atol=1e-4)
+    assert (good["modalities"] == "video+audio").all()
+    assert good.loc["happy_aac_stereo.mp4", "notes"] == "downmixed 2 channels to mono; resampled 44100 Hz to 16000 Hz"
+    assert good.loc["angry_opus.mkv", "notes"] == "resampled 48000 Hz to 16000 Hz"
+    assert good.loc["happy_aac_stereo.mp4", "frames_with_face"] > 0.9 * good.loc["happy_aac_stereo.mp4", "frames"]
+    reasons = rows["reason"]
+    assert reasons["sad_silent.avi"].startswith("no audio track") and "video-only" in reasons["sad_silent.avi"]
+    assert reasons["empty_room.mp4"] == "no face found in any frame"
+    assert reasons["truncated.mp4"].startswith("unreadable video")
+    assert reasons["truncated.mkv"].startswith("truncated:")
+    # the long clip: read in windows, its row their mean, a timeline image
+    long = rows.loc["long_12s.mp4"]
+    assert long["basis"] == "mean of 20 windows of 2.5 s" and long["duration_s"] == pytest.approx(12, abs=0.05)
+    windows = pd.read_csv(tmp_path / "windows.csv")
+    assert len(windows) == 20 and windows["start"].tolist() == [0.5 * k for k in range(20)]
+    assert np.allclose(probabilities(windows).mean(0), probabilities(rows.loc[["long_12s.mp4"]])[0], atol=1e-5)
+    assert (tmp_path / "long_12s_timeline.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "predictions.json").read_text())
+    assert summary["succeeded"] == 3 and summary["model"]["modalities"] == ["video", "audio"]
+
+
+def test_a_video_only_model_reads_silent_video(trained, videos, tmp_path):
+    run_dir, _ = trained["ar5_video_only"]
+    row, _, _ = predict_source(Recognizer(run_dir), Source(str(videos["avi_mjpeg_silent"])))
+    assert row["status"] == "ok" and row["modalities"] == "video" and row["frames"] == 37
+
+
+def test_missing_audio_silence_is_a_documented_choice(trained, videos):
+    run_dir, _ = trained["ar5_fusion"]
+    row, _, _ = predict_source(Recognizer(run_dir), Source(str(videos["avi_mjpeg_silent"])), missing_audio="silence")
+    assert row["status"] == "ok" and "silence given to the audio branch" in row["notes"]
+
+
+def test_a_stream_played_at_its_own_rate_gives_the_files_timeline(trained, videos, tmp_path):
+    """The live path (a file paced at its frame rate, as a camera delivers frames) and a file's
+    timeline give the same windows."""
+    run_dir, _ = trained["ar5_fusion"]
+    rec = Recognizer(run_dir)
+    path = str(videos["mp4_aac_44k_stereo"])
+    _, expected, _ = predict_source(rec, Source(path), window=1.0, hop=0.5)
+    source = open_source(path, realtime=True)
+    t0 = time.perf_counter()
+    rows = run_stream(rec, source, 1.0, 0.5, tmp_path, quiet=True)
+    elapsed = time.perf_counter() - t0
+    assert elapsed >= 0.9 * 3.0  # paced: the 3 s clip took about 3 s
+    assert [(r["start"], r["end"]) for r in rows] == [(w["start"], w["end"]) for w in expected]
+    assert np.abs(probabilities(pd.DataFrame(rows)) - probabilities(pd.DataFrame(expected))).max() <= 1e-5
+    assert all(r["latency_ms"] > 0 for r in rows)
+    assert len(pd.read_csv(tmp_path / "windows.csv")) == len(rows)
+
+
+def test_a_live_source_without_audio_for_an_audio_model_is_named(trained, videos):
+    run_dir, _ = trained["ar5_fusion"]
+    with pytest.raises(RuntimeError, match="gives no audio.*missing_audio=silence"):
+        open_source(str(videos["avi_mjpeg_silent"]), realtime=True, need_audio=True)
+    assert isinstance(open_source(str(videos["avi_mjpeg_silent"]), realtime=True, missing_audio="silence"), AVSource)
+    with pytest.raises(ValueError, match="webcam:N"):
+        open_source("webcam:front")
+    with pytest.raises(RuntimeError, match="no camera opens at index 7"):
+        open_source("webcam:7", need_audio=False)
+
+
+def test_checkpoint_argument_errors(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint=.*no such file"):
+        resolve_checkpoint(tmp_path / "nothing.ckpt")
+    with pytest.raises(FileNotFoundError, match="not a finished fold's run folder"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="runtime='tensorrt'"):
+        Recognizer(trained["ar5_fusion"][0], runtime="tensorrt")
+
+
+def test_an_older_checkpoint_takes_its_preprocessing_from_its_run_folder(trained, tmp_path):
+    """Checkpoints written before they carried the preprocessing: the run's config.yaml says it."""
+    run_dir, record = trained["ar5_fusion"]
+    saved = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)
+    del saved["CremaDDataModule"]
+    old_run = tmp_path / "fold_0"
+    (old_run / "checkpoints").mkdir(parents=True)
+    torch.save(saved, old_run / "checkpoints" / "best.ckpt")
+    config = OmegaConf.load(run_dir / "config.yaml")
+    config.data.preprocess.smooth_frames = 3
+    OmegaConf.save(config, old_run / "config.yaml")
+    assert Recognizer(old_run / "checkpoints" / "best.ckpt").params.smooth_frames == 3
+
+
+def test_the_command_exits_nonzero_only_when_no_file_succeeded(trained, videos, tmp_path):
+    run_dir, _ = trained["ar5_fusion"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def predict(input_: Path, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fer_mm.predict", f"checkpoint={run_dir}", f"input={input_}",
+                               f"output={out}", "progress=false"], capture_output=True, text=True, env=env, cwd=ROOT)
+
+    ok = predict(videos["mp4_aac_44k_stereo"], tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr
+    assert "1 of 1 files predicted" in ok.stdout and "happy_aac_stereo.mp4:" in ok.stdout
+    bad = predict(videos["truncated"], tmp_path / "bad")
+    assert bad.returncode == 1 and "FAILED: unreadable video" in bad.stdout
+    assert pd.read_csv(tmp_path / "bad" / "predictions.csv")["status"].tolist() == ["failed"]
