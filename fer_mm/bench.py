@@ -15,6 +15,13 @@ command and the machine:
   end-to-end training samples/s (the system in a Lightning Trainer fed by the resident loader),
   evaluation samples/s, and from those one LOSO fold's time for the default recipe (15 epochs)
   and all folds' time run one after another.
+- ``latency``: inference on new clips of ``--seconds`` (2.5) in CREMA-D's own format (FLV, 480x360
+  at 30 fps, AAC audio; rendered by the twin's renderer), one clip at a time as ``predict`` reads
+  them: p50 and p95 in ms of decoding (frames and audio track), face tracking (the detector on
+  every frame), features (box smoothing, crops, frame sampling, downmix, resampling, spectrogram)
+  and the network under PyTorch and under ONNX Runtime; then features + model and the whole
+  pipeline against the clip's length. ``--checkpoint`` times a trained model (default: an untrained
+  AR5, which costs the same).
 """
 
 from __future__ import annotations
@@ -204,6 +211,91 @@ def pipeline(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return results
 
 
+def _latency_clips(folder, n: int, seconds: float) -> list[str]:
+    """``n`` clips of ``seconds`` in the release's video format, rendered by the twin's renderer."""
+    from pathlib import Path
+
+    from fer_mm.data.synthetic import FPS as TWIN_FPS, Actor, _background, synth_clip, write_flv
+    from fer_mm.data.crema_d import EMOTIONS
+
+    paths = []
+    for i in range(n):
+        actor = Actor.make(1001 + i % 91, 0)
+        emotion = EMOTIONS[i % len(EMOTIONS)]
+        name = f"{actor.actor}_ITS_{emotion}_XX"
+        frames, wave = synth_clip(name, actor, _background(actor), 0, {"audio": emotion, "video": emotion})
+        # a clip of exactly ``seconds``: the rendered one repeated as needed, then cut
+        reps = int(np.ceil(seconds * TWIN_FPS / len(frames)))
+        frames = (frames * reps)[: int(round(seconds * TWIN_FPS))]
+        wave = np.tile(wave, reps)[: int(round(seconds * SAMPLE_RATE))]
+        path = Path(folder) / f"{name}.flv"
+        write_flv(path, frames, wave)
+        paths.append(str(path))
+    return paths
+
+
+def latency(args: argparse.Namespace) -> list[dict]:
+    """Per-clip inference latency by stage (see the module doc); a row per stage."""
+    import tempfile
+    from pathlib import Path
+
+    from dataclasses import asdict
+
+    from fer_mm.data import video as video_io
+    from fer_mm.data.cache import PreprocessParams
+    from fer_mm.predict import Recognizer, clip_input, read_media
+    from fer_mm.system import EmotionSystem
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            net = {"name": args.model, "num_classes": 6}
+            torch.save({"hyper_parameters": {"net": net, "inputs": {}}, "state_dict": EmotionSystem(net=net).state_dict(),
+                        "CremaDDataModule": {"preprocess": asdict(PreprocessParams())}}, Path(tmp) / "model.ckpt")
+            checkpoint = Path(tmp) / "model.ckpt"
+        rec = Recognizer(checkpoint, detector=args.detector)
+        runtimes = {"PyTorch": rec}
+        try:
+            from fer_mm.export import export_onnx
+
+            runtimes["ONNX Runtime"] = Recognizer(export_onnx(checkpoint, Path(tmp) / "model.onnx"), runtime="onnx",
+                                                  detector=args.detector)
+        except ImportError as err:
+            print(f"(no ONNX Runtime row: {err})")
+        clips = _latency_clips(tmp, args.clips + 1, args.seconds)
+        times: dict[str, list[float]] = {}
+
+        def timed(stage: str, fn, *a):
+            t0 = time.perf_counter()
+            out = fn(*a)
+            times.setdefault(stage, []).append((time.perf_counter() - t0) * 1000)
+            return out
+
+        for i, path in enumerate(clips):  # the first is a warm-up
+            media = timed("decode (frames + audio track)", read_media, path, None, rec)
+            detected = timed("face tracking (detector on every frame)", video_io.detect_faces, media.frames,
+                             rec.detector)
+            item, _, _ = timed("features: crops, frame sampling, audio", clip_input, rec, media.frames, detected,
+                               media.audio, media.audio_rate)
+            inputs = timed("features: normalisation, spectrogram", rec.network_inputs, [item])
+            for name, runtime in runtimes.items():
+                timed(f"model ({name})", runtime.logits, inputs)
+            if i == 0:
+                times.clear()
+    rows = [dict(stage=k, p50=float(np.percentile(v, 50)), p95=float(np.percentile(v, 95))) for k, v in times.items()]
+    per_clip = np.sum([times[k] for k in times if not k.startswith("model")], axis=0)
+    features = np.add(times["features: crops, frame sampling, audio"], times["features: normalisation, spectrogram"])
+    for name in runtimes:
+        model = np.asarray(times[f"model ({name})"])
+        rows.append(dict(stage=f"features + model ({name})", p50=float(np.percentile(features + model, 50)),
+                         p95=float(np.percentile(features + model, 95))))
+        whole = per_clip + model  # decode + tracking + features + model
+        rows.append(dict(stage=f"whole pipeline ({name})", p50=float(np.percentile(whole, 50)),
+                         p95=float(np.percentile(whole, 95)),
+                         realtime=args.seconds * 1000 / float(np.percentile(whole, 50))))
+    return rows
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 \
         else f"{seconds:.1f} s"
@@ -234,9 +326,22 @@ def main(argv: list[str] | None = None) -> None:
     for p in (models, pipe):
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    lat = sub.add_parser("latency", help="inference on new clips, by stage, one clip at a time (CPU)")
+    lat.add_argument("--checkpoint", default=None, help="a trained checkpoint (default: an untrained --model)")
+    lat.add_argument("--model", default="ar5", choices=list_models())
+    lat.add_argument("--clips", type=int, default=20, help="timed clips (after one warm-up clip)")
+    lat.add_argument("--seconds", type=float, default=2.5, help="each clip's length")
+    lat.add_argument("--detector", default=None, help="another face detector than the checkpoint's")
     args = parser.parse_args(argv)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the tables are the output
     warnings.filterwarnings("ignore", module="pytorch_lightning")
+    if args.command == "latency":
+        print(f"{_device_line(torch.device('cpu'), 1)}; {args.clips} clips of {args.seconds:g} s, one at a time\n")
+        print("| stage | p50 (ms) | p95 (ms) | x real time (p50) |\n| --- | ---: | ---: | ---: |")
+        for r in latency(args):
+            factor = f"{r['realtime']:.1f}" if "realtime" in r else ""
+            print(f"| {r['stage']} | {r['p50']:.1f} | {r['p95']:.1f} | {factor} |", flush=True)
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.command == "models":
         print(f"{_device_line(device, args.batch)}; precision {args.precision}\n")

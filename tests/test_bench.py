@@ -25,3 +25,15 @@ def test_pipeline_prints_each_figure(capsys):
     assert all(r > 0 for r in rates)
     assert re.fullmatch(r"[\d.]+ (s|min|h)", cells[7]) and re.fullmatch(r"[\d.]+ (s|min|h)", cells[8])
     assert "6 folds, one after another" in out and "fold 0:" in out
+
+
+def test_latency_prints_each_stage(capsys):
+    bench_main(["latency", "--clips", "2", "--seconds", "1.0"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    for stage in ("decode (frames + audio track)", "face tracking (detector on every frame)",
+                  "features: normalisation, spectrogram", "model (PyTorch)", "model (ONNX Runtime)",
+                  "whole pipeline (PyTorch)"):
+        p50 = float(rows[stage].split("|")[2])
+        assert p50 > 0, stage
+    assert float(rows["whole pipeline (PyTorch)"].split("|")[4]) > 0  # x real time

@@ -191,3 +191,41 @@ def test_the_command_exits_nonzero_only_when_no_file_succeeded(trained, videos, 
     bad = predict(videos["truncated"], tmp_path / "bad")
     assert bad.returncode == 1 and "FAILED: unreadable video" in bad.stdout
     assert pd.read_csv(tmp_path / "bad" / "predictions.csv")["status"].tolist() == ["failed"]
+
+
+def test_a_stream_url_is_read_as_a_live_source(trained, videos, tmp_path):
+    """A stream address goes through PyAV as a file does: here a local HTTP server (serving a
+    Matroska file, which, unlike an mp4 with its index at the end, plays without seeking)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(videos["mkv_opus_48k"].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{videos['mkv_opus_48k'].name}"
+        rec = Recognizer(trained["ar5_fusion"][0])
+        rows = run_stream(rec, open_source(url), 1.0, 0.5, tmp_path, max_windows=3, quiet=True)
+    finally:
+        server.shutdown()
+    assert [r["start"] for r in rows] == [0.0, 0.5, 1.0] and all("top" in r for r in rows)
+
+
+def test_microphone_choice():
+    from fer_mm.stream import open_microphone
+
+    assert open_microphone("none") is None
+    with pytest.raises(RuntimeError, match="mic=alsa:no-such-card: no audio input opens there"):
+        open_microphone("alsa:no-such-card")
+
+
+def test_annotated_copy_has_every_frame(trained, videos, tmp_path):
+    import av
+
+    run_dir, _ = trained["ar5_fusion"]
+    source = videos["mp4_aac_44k_stereo"]
+    predict_files(Recognizer(run_dir), [Source(str(source))], tmp_path, window=1.0, annotate=True, progress=False)
+    with av.open(str(tmp_path / f"{source.stem}_annotated.mp4")) as out, av.open(str(source)) as src:
+        assert out.streams.video[0].frames == src.streams.video[0].frames == 76
+        assert (out.streams.video[0].width, out.streams.video[0].height) == (640, 480)
