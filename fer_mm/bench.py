@@ -22,6 +22,9 @@ command and the machine:
   and the network under PyTorch and under ONNX Runtime; then features + model and the whole
   pipeline against the clip's length. ``--checkpoint`` times a trained model (default: an untrained
   AR5, which costs the same).
+- ``detectors``: face detectors' recall and ms per frame on synthetic 640x480 frames (the twin's
+  faces at several sizes, rolls, squeezes for yaw, occluded, dark, blurred, on clutter; see
+  :mod:`fer_mm.data.detectors`), or with ``--twin ROOT`` on a twin's own videos.
 """
 
 from __future__ import annotations
@@ -253,13 +256,14 @@ def latency(args: argparse.Namespace) -> list[dict]:
             torch.save({"hyper_parameters": {"net": net, "inputs": {}}, "state_dict": EmotionSystem(net=net).state_dict(),
                         "CremaDDataModule": {"preprocess": asdict(PreprocessParams())}}, Path(tmp) / "model.ckpt")
             checkpoint = Path(tmp) / "model.ckpt"
-        rec = Recognizer(checkpoint, detector=args.detector)
+        detector, detector_kwargs = _detector_spec(args.detector) if args.detector else (None, None)
+        rec = Recognizer(checkpoint, detector=detector, detector_kwargs=detector_kwargs)
         runtimes = {"PyTorch": rec}
         try:
             from fer_mm.export import export_onnx
 
             runtimes["ONNX Runtime"] = Recognizer(export_onnx(checkpoint, Path(tmp) / "model.onnx"), runtime="onnx",
-                                                  detector=args.detector)
+                                                  detector=detector, detector_kwargs=detector_kwargs)
         except ImportError as err:
             print(f"(no ONNX Runtime row: {err})")
         clips = _latency_clips(tmp, args.clips + 1, args.seconds)
@@ -274,7 +278,7 @@ def latency(args: argparse.Namespace) -> list[dict]:
         for i, path in enumerate(clips):  # the first is a warm-up
             media = timed("decode (frames + audio track)", read_media, path, None, rec)
             detected = timed("face tracking (detector on every frame)", video_io.detect_faces, media.frames,
-                             rec.detector)
+                             rec.detectors)
             item, _, _ = timed("features: crops, frame sampling, audio", clip_input, rec, media.frames, detected,
                                media.audio, media.audio_rate)
             inputs = timed("features: normalisation, spectrogram", rec.network_inputs, [item])
@@ -294,6 +298,14 @@ def latency(args: argparse.Namespace) -> list[dict]:
                          p95=float(np.percentile(whole, 95)),
                          realtime=args.seconds * 1000 / float(np.percentile(whole, 50))))
     return rows
+
+
+def _detector_spec(spec: str) -> tuple[str, dict]:
+    """``name`` or ``name{json kwargs}``, e.g. ``yunet{"downscale": 0.5}`` -> (name, kwargs)."""
+    import json
+
+    name, _, kwargs = spec.partition("{")
+    return name, json.loads("{" + kwargs) if kwargs else {}
 
 
 def _duration(seconds: float) -> str:
@@ -331,10 +343,28 @@ def main(argv: list[str] | None = None) -> None:
     lat.add_argument("--model", default="ar5", choices=list_models())
     lat.add_argument("--clips", type=int, default=20, help="timed clips (after one warm-up clip)")
     lat.add_argument("--seconds", type=float, default=2.5, help="each clip's length")
-    lat.add_argument("--detector", default=None, help="another face detector than the checkpoint's")
+    lat.add_argument("--detector", default=None,
+                     help='another face detector than the checkpoint\'s, optionally with JSON arguments: yunet{"threads": 2}')
+    det = sub.add_parser("detectors", help="face detectors' recall and speed on synthetic frames of varied faces")
+    det.add_argument("--detectors", nargs="+", default=["haar", "yunet"],
+                     help='registered names, each optionally with JSON arguments: yunet{"downscale": 0.5}')
+    det.add_argument("--n", type=int, default=40, help="frames per condition")
+    det.add_argument("--seed", type=int, default=0)
+    det.add_argument("--twin", help="a generated twin's folder: the detectors on its videos instead")
     args = parser.parse_args(argv)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the tables are the output
     warnings.filterwarnings("ignore", module="pytorch_lightning")
+    if args.command == "detectors":
+        from fer_mm.data.detectors import format_table, recall_table, twin_table
+
+        from fer_mm.data.video import make_detector
+
+        detectors = {spec: make_detector(name, **kwargs) for spec in args.detectors
+                     for name, kwargs in [_detector_spec(spec)]}
+        print(f"CPU ({platform.processor() or platform.machine()}); {args.n} frames per condition; seed {args.seed}\n")
+        rows = twin_table(args.twin, detectors) if args.twin else recall_table(detectors, args.n, args.seed)
+        print(format_table(rows))
+        return
     if args.command == "latency":
         print(f"{_device_line(torch.device('cpu'), 1)}; {args.clips} clips of {args.seconds:g} s, one at a time\n")
         print("| stage | p50 (ms) | p95 (ms) | x real time (p50) |\n| --- | ---: | ---: | ---: |")

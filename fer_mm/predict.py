@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,10 @@ def _run_preprocess(path: Path) -> dict | None:
     return None
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _softmax(logits: torch.Tensor) -> np.ndarray:
     return logits.float().softmax(1).cpu().numpy()  # as EmotionSystem.test_step makes predictions.csv
 
@@ -98,10 +103,12 @@ class Recognizer:
         device: ``cpu``, ``cuda`` or ``auto``.
         detector, detector_kwargs: another face detector than the one the model was trained with
             (its crops then differ from training's; the outputs record it).
+        detector_threads: threads searching a file's frames for faces (0: one per core for detectors
+            that run in parallel, ``parallel_frames``, else 1).
     """
 
     def __init__(self, checkpoint: str | Path, runtime: str = "torch", device: str = "cpu",
-                 detector: str | None = None, detector_kwargs: dict | None = None):
+                 detector: str | None = None, detector_kwargs: dict | None = None, detector_threads: int = 0):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime={runtime!r}: use one of {list(RUNTIMES)}")
         if device == "auto":
@@ -150,8 +157,15 @@ class Recognizer:
         if self.spec.sample_rate != self.params.sample_rate:
             raise ValueError(f"the model reads {self.spec.sample_rate} Hz audio but was preprocessed at "
                              f"{self.params.sample_rate} Hz")
-        # built and tried once, so that a broken detector stops before the first file
-        self.detector = load_detector(self.params) if VIDEO in self.modalities else None
+        # built and tried once, so that a broken detector stops before the first file; one instance
+        # per core, as files' frames are searched in parallel (a stream takes one frame at a time)
+        self.detectors = []
+        if VIDEO in self.modalities:
+            self.detectors.append(load_detector(self.params))
+            parallel = getattr(type(self.detectors[0]), "parallel_frames", False)
+            threads = detector_threads or (_cores() if parallel else 1)
+            self.detectors += [load_detector(self.params) for _ in range(threads - 1)]
+        self.detector = self.detectors[0] if self.detectors else None
 
     def _load_onnx(self, path: Path) -> dict:
         try:
@@ -190,6 +204,11 @@ class Recognizer:
     def probabilities(self, items: list[dict]) -> np.ndarray:
         """``[len(items), classes]`` probabilities of clip items."""
         return _softmax(self.logits(self.network_inputs(items)))
+
+    def predict(self, video: str, audio: str | None = None, **options) -> dict:
+        """One file's row, as ``predictions.csv`` holds it (options: those of :func:`predict_source`);
+        raises :class:`ClipError` with the reason a file cannot be used."""
+        return predict_source(self, Source(str(video), audio), **options)[0]
 
     def describe(self) -> dict:
         return dict(checkpoint=str(self.checkpoint), runtime=self.runtime, device=str(self.device),
@@ -242,7 +261,9 @@ def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing
             raise ClipError(f"unreadable audio: {err}") from err
         if track is None or len(track[0]) == 0:
             what = "no audio track" if track is None else "an empty audio track"
-            if missing_audio != "silence" or frames is None:
+            if frames is None:
+                raise ClipError(f"{what}, and the model reads audio only")
+            if missing_audio != "silence":
                 raise ClipError(f"{what}, and the model reads {'+'.join(rec.modalities)}: use a video-only model, "
                                 f"or missing_audio=silence to give it silence")
             track = np.zeros((int(round(len(frames) / fps * rate)), 1), np.float32), rate
@@ -406,11 +427,8 @@ def predict_windows(rec: Recognizer, rows: list[dict], batch_size: int = 16) -> 
     todo = [r for r in rows if "item" in r]
     for i in range(0, len(todo), batch_size):
         chunk = todo[i : i + batch_size]
-        t0 = time.perf_counter()
-        probs = rec.probabilities([r["item"] for r in chunk])
-        ms = (time.perf_counter() - t0) * 1000 / len(chunk)
-        for r, p in zip(chunk, probs):
-            r["probs"], r["model_ms"] = p, round(ms, 2)
+        for r, p in zip(chunk, rec.probabilities([r["item"] for r in chunk])):
+            r["probs"] = p
     for r in rows:
         r.pop("item", None)
     return rows
@@ -479,7 +497,7 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
     """
     t0 = time.perf_counter()
     media = read_media(source.video, source.audio, rec, missing_audio)
-    detected = video_io.detect_faces(media.frames, rec.detector) if VIDEO in rec.modalities else None
+    detected = video_io.detect_faces(media.frames, rec.detectors) if VIDEO in rec.modalities else None
     long = media.seconds > rec.max_seconds + 1e-6
     windows: list[dict] = []
     if window or long:

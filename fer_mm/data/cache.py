@@ -102,7 +102,13 @@ def detector_label(p: PreprocessParams) -> str:
 
 
 def load_detector(p: PreprocessParams) -> video_io.FaceDetector:
-    """Build the detector and try it on a blank frame, so that a broken one stops the run before any clip."""
+    """Build the detector and try it on a blank frame, so that a broken one stops the run before any clip.
+
+    OpenCV is kept to one thread in the process: its multi-threaded Haar search can return other
+    boxes than the single-threaded one (2 of 272 clips of a 40-actor twin got other crops), so a
+    cache would depend on how many workers made it, and inference would differ from training.
+    """
+    cv2.setNumThreads(1)
     try:
         detector = video_io.make_detector(p.detector, **p.detector_kwargs)
         np.asarray(detector(np.zeros((240, 320), np.uint8)), dtype=np.float64).reshape(-1, 4)

@@ -12,14 +12,20 @@ import importlib
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import av
 import cv2
 import numpy as np
 
+from fer_mm.data.detectors import YuNetFaceDetector
+
 
 class FaceDetector(Protocol):
+    """A callable finding faces in a grayscale frame. A class attribute ``parallel_frames = True``
+    says that instances in several threads run at once (inference then searches a file's frames
+    in parallel)."""
+
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """Boxes ``[N, 4]`` as (x, y, w, h) in pixels of ``gray``."""
 
@@ -32,6 +38,9 @@ class HaarFaceDetector:
 
     ``cascade`` is a file name in OpenCV's own cascade folder, or a path.
     """
+
+    # OpenCV releases the GIL while it searches: instances in several threads share a file's frames
+    parallel_frames = True
 
     def __init__(self, scale_factor: float = 1.15, min_neighbors: int = 4, min_size: int = 36,
                  downscale: float = 0.5, cascade: str = "haarcascade_frontalface_default.xml"):
@@ -54,11 +63,12 @@ class HaarFaceDetector:
         return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.downscale
 
 
-DETECTORS = {"haar": HaarFaceDetector}
+# haar: the method's (and the default); yunet: a CNN for faces of varied size and pose (see detectors.py)
+DETECTORS = {"haar": HaarFaceDetector, "yunet": YuNetFaceDetector}
 
 
 def detector_class(name: str) -> type:
-    """A registered detector (``haar``) or any ``package.module:Class`` taking the same call."""
+    """A registered detector (``haar``, ``yunet``) or any ``package.module:Class`` taking the same call."""
     if name in DETECTORS:
         return DETECTORS[name]
     if ":" in name:
@@ -114,18 +124,22 @@ class NoFaceError(ValueError):
 
 
 class FaceTracker:
-    """Detects the face in frames given one at a time, following one person.
+    """Follows one person's face through frames given in order.
 
-    With several detections, the one nearest the previous frame's face is kept (the largest
-    while none has been seen). Files and live streams both go through it, frame by frame.
+    With several detections in a frame, the one nearest the previous frame's face is kept (the
+    largest while none has been seen). Files and live streams both go through it, frame by frame.
     """
 
-    def __init__(self, detector: FaceDetector):
+    def __init__(self, detector: FaceDetector | None = None):
         self.detector, self.previous = detector, None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """The face's (x, y, w, h) in ``frame``, or NaNs where the detector finds none."""
-        found = np.asarray(self.detector(frame), dtype=np.float64).reshape(-1, 4)
+        return self.pick(self.detector(frame))
+
+    def pick(self, found: np.ndarray) -> np.ndarray:
+        """The tracked face among one frame's detections ``[N, 4]`` (NaNs when there are none)."""
+        found = np.asarray(found, dtype=np.float64).reshape(-1, 4)
         if len(found) == 0:
             return np.full(4, np.nan)
         prev = self.previous
@@ -138,10 +152,27 @@ class FaceTracker:
         return pick
 
 
-def detect_faces(frames: np.ndarray, detector: FaceDetector) -> np.ndarray:
-    """Each frame's face box ``[N, 4]`` (NaN rows where none was found), tracked by :class:`FaceTracker`."""
-    tracker = FaceTracker(detector)
-    return np.stack([tracker(frame) for frame in frames]) if len(frames) else np.zeros((0, 4))
+def detect_faces(frames: np.ndarray, detector: FaceDetector | Sequence[FaceDetector]) -> np.ndarray:
+    """Each frame's face box ``[N, 4]`` (NaN rows where none was found), tracked by :class:`FaceTracker`.
+
+    ``detector`` may be several instances of one detector: each then takes a contiguous share of
+    the frames in its own thread (detectors release the GIL), and the boxes are those one
+    instance gives. (OpenCV's own threads are no substitute: its multi-threaded Haar search can
+    return other boxes than its single-threaded one, which is why :func:`~fer_mm.data.cache.load_detector`
+    keeps OpenCV to one thread.)
+    """
+    detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
+    if len(detectors) == 1 or len(frames) < 2:
+        found = [detectors[0](frame) for frame in frames]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        shares = np.array_split(np.arange(len(frames)), len(detectors))
+        with ThreadPoolExecutor(len(detectors)) as pool:
+            parts = pool.map(lambda job: [job[0](frames[i]) for i in job[1]], zip(detectors, shares))
+            found = [boxes for part in parts for boxes in part]
+    tracker = FaceTracker()
+    return np.stack([tracker.pick(f) for f in found]) if len(found) else np.zeros((0, 4))
 
 
 def smooth_boxes(detected: np.ndarray, smooth_frames: int = 5) -> tuple[np.ndarray, int]:
