@@ -618,6 +618,8 @@ def predict_files(rec: Recognizer, sources: list[Source], output: Path, window: 
         if annotate and VIDEO in rec.modalities:
             write_annotated(source, annotation, rec, output / f"{source.name}_annotated.mp4")
     table = pd.DataFrame(rows)
+    counts = [c for c in ("frames_with_face", "frames") if c in table]  # whole numbers, empty for failed files
+    table[counts] = table[counts].astype("Int64")
     table.to_csv(output / "predictions.csv", index=False)
     if all_windows:
         pd.concat(all_windows).to_csv(output / "windows.csv", index=False)
