@@ -268,9 +268,9 @@ def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing
                                 f"or missing_audio=silence to give it silence")
             track = np.zeros((int(round(len(frames) / fps * rate)), 1), np.float32), rate
             notes.append(f"{what}: silence given to the audio branch (missing_audio=silence)")
+        elif np.abs(track[0]).max() < rec.params.silence_peak:
+            notes.append(f"silent audio: peak {np.abs(track[0]).max():.2e} of full scale")
         audio, rate = track
-        if np.abs(audio).max() < rec.params.silence_peak:
-            notes.append(f"silent audio: peak {np.abs(audio).max():.2e} of full scale")
     return Media(frames, fps, audio, int(rate), notes)
 
 
@@ -520,7 +520,7 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
     frames = len(media.frames) if media.frames is not None else None
     row = dict(file=source.video, status="ok", reason="", **_labelled(source.name), **_probability_columns(rec, probs),
                frames_with_face=with_face if frames is not None else None, frames=frames,
-               duration_s=round(media.seconds, 3), modalities="+".join(rec.modalities), basis=basis,
+               duration_s=round(media.seconds, 3), modalities=_modalities_read(rec, media), basis=basis,
                notes="; ".join(audio_notes + media.notes), seconds=round(time.perf_counter() - t0, 3))
     window_rows = [dict(file=source.video, window=i, start=w["start"], end=w["end"],
                         **_probability_columns(rec, w.get("probs")),
@@ -528,6 +528,12 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
                         reason=w.get("error", "")) for i, w in enumerate(windows)]
     annotation = dict(detected=detected, fps=media.fps, windows=window_rows)
     return row, window_rows, annotation
+
+
+def _modalities_read(rec: Recognizer, media: Media) -> str:
+    """What the model read: its modalities, the audio marked where it was given silence."""
+    silenced = any("missing_audio=silence" in note for note in media.notes)
+    return "+".join(f"{m}(silence)" if m == AUDIO and silenced else m for m in rec.modalities)
 
 
 def failed_row(rec: Recognizer, source: Source, reason: str, seconds: float) -> dict:

@@ -123,6 +123,7 @@ def test_missing_audio_silence_is_a_documented_choice(trained, videos):
     run_dir, _ = trained["ar5_fusion"]
     row, _, _ = predict_source(Recognizer(run_dir), Source(str(videos["avi_mjpeg_silent"])), missing_audio="silence")
     assert row["status"] == "ok" and "silence given to the audio branch" in row["notes"]
+    assert row["modalities"] == "video+audio(silence)"
 
 
 def test_a_stream_played_at_its_own_rate_gives_the_files_timeline(trained, videos, tmp_path):
