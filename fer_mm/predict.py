@@ -25,6 +25,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ log = logging.getLogger("fer_mm.predict")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".flv")
 MISSING_AUDIO = ("skip", "silence")
 RUNTIMES = ("torch", "onnx")
+LONG_CLIP_WINDOW = 2.5  # seconds: the windows of a clip too long to read whole, when no window is given
 ONNX_METADATA_KEY = "fer_mm"  # the exported model's metadata: what rebuilds its inputs and preprocessing
 
 
@@ -184,9 +186,17 @@ class Recognizer:
         return json.loads(meta)
 
     @property
-    def max_seconds(self) -> float:
-        """The longest clip the model reads whole (its audio length); longer clips are read in windows."""
+    def clip_seconds(self) -> float:
+        """The audio the model reads of a clip (longer audio is centre-cropped): the longest window."""
         return self.spec.max_audio_samples / self.spec.sample_rate
+
+    def check_window(self, window: float | None, hop: float) -> None:
+        """A wrong ``window`` or ``hop`` named before any file is read."""
+        if window is not None and not 0 < window <= self.clip_seconds:
+            raise ValueError(f"window={window}: seconds in (0, {self.clip_seconds:g}], the model's clip length "
+                             f"(model.inputs.max_audio_seconds), or null")
+        if not hop > 0:
+            raise ValueError(f"hop={hop}: seconds between windows, more than 0")
 
     def network_inputs(self, items: list[dict]) -> dict[str, torch.Tensor]:
         """Clip items (:func:`clip_item`) -> the network's input tensors, as in evaluation."""
@@ -221,57 +231,82 @@ class Recognizer:
 
 @dataclass
 class Media:
-    """A file's decoded content: grayscale frames and audio samples at their own rate."""
+    """A file's decoded content: grayscale frames with their times, and audio at its own rate that
+    starts with the video."""
 
     frames: np.ndarray | None  # [N, H, W] uint8
     fps: float
     audio: np.ndarray | None  # [n, channels] float
     audio_rate: int
     notes: list[str] = field(default_factory=list)
+    times: np.ndarray | None = None  # [N] seconds from the video's start (variable frame rates keep theirs)
 
     @property
     def seconds(self) -> float:
         if self.frames is not None:
-            return len(self.frames) / self.fps
+            return float(self.times[-1]) + 1.0 / self.fps
         return len(self.audio) / self.audio_rate
 
 
+def silence(seconds: float, rate: int) -> np.ndarray:
+    """``missing_audio=silence``: what the audio branch is given, for files and live sources alike."""
+    return np.zeros((int(round(seconds * rate)), 1), np.float32)
+
+
 def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing_audio: str = "skip") -> Media:
-    """Decode what the model needs from a file; a :class:`ClipError` says why a file cannot be used."""
+    """Decode what the model needs from a file; a :class:`ClipError` says why a file cannot be used.
+
+    The checks are training's (:func:`~fer_mm.data.cache.process_clip`) where they apply to a new
+    file: video and audio of lengths more than ``max_length_mismatch`` apart are called truncated
+    or mismatched; a clip too long to read whole is read in windows instead of skipped.
+    """
     for path in filter(None, (video_path, audio_path)):
         problem = check_media_file(path)
         if problem:
             raise ClipError(problem)
-    frames, fps, notes = None, 30.0, []
+    frames = times = None
+    fps, notes, video_start = 30.0, [], 0.0
+    mismatch = rec.params.max_length_mismatch
     if VIDEO in rec.modalities:
         try:
             decoded = video_io.decode_gray(video_path)
         except Exception as err:  # PyAV raises many error types for broken containers
             raise ClipError(f"unreadable video: {err}") from err
         declared = decoded.declared_seconds
-        if declared and declared - decoded.seconds > rec.params.max_length_mismatch:
+        if declared and declared - decoded.seconds > mismatch:
             raise ClipError(f"truncated: {decoded.seconds:.2f} s of video decode, of the {declared:.2f} s the "
                             f"file declares")
-        frames, fps = decoded.frames, decoded.fps
+        frames, fps, times, video_start = decoded.frames, decoded.fps, decoded.times, decoded.start
     audio, rate = None, rec.spec.sample_rate
     if AUDIO in rec.modalities:
         try:
-            track = audio_io.read_wav(audio_path) if audio_path else audio_io.read_audio_track(video_path)
+            if audio_path:  # a CREMA-D root: the clip's WAV, as training reads it
+                audio, rate = audio_io.read_wav(audio_path)
+            else:
+                track = audio_io.read_audio_track(video_path)
+                if track is not None:
+                    audio, rate = audio_io.shift_start(track.samples, track.rate, track.start - video_start), track.rate
+                    if track.dropped_packets:
+                        notes.append(f"{track.dropped_packets} undecodable audio packets left out")
         except Exception as err:  # soundfile and PyAV raise their own types for malformed files
             raise ClipError(f"unreadable audio: {err}") from err
-        if track is None or len(track[0]) == 0:
-            what = "no audio track" if track is None else "an empty audio track"
+        if audio is None or len(audio) == 0:
+            what = "no audio track" if audio is None else "an empty audio track"
             if frames is None:
                 raise ClipError(f"{what}, and the model reads audio only")
             if missing_audio != "silence":
                 raise ClipError(f"{what}, and the model reads {'+'.join(rec.modalities)}: use a video-only model, "
                                 f"or missing_audio=silence to give it silence")
-            track = np.zeros((int(round(len(frames) / fps * rate)), 1), np.float32), rate
+            audio = silence(float(times[-1]) + 1.0 / fps, rate)
             notes.append(f"{what}: silence given to the audio branch (missing_audio=silence)")
-        elif np.abs(track[0]).max() < rec.params.silence_peak:
-            notes.append(f"silent audio: peak {np.abs(track[0]).max():.2e} of full scale")
-        audio, rate = track
-    return Media(frames, fps, audio, int(rate), notes)
+        elif np.abs(audio).max() < rec.params.silence_peak:
+            notes.append(f"silent audio: peak {np.abs(audio).max():.2e} of full scale")
+    media = Media(frames, fps, audio, int(rate), notes, times)
+    if frames is not None and audio is not None:
+        audio_seconds = len(audio) / rate
+        if abs(media.seconds - audio_seconds) > mismatch:
+            raise ClipError(f"truncated or mismatched: video {media.seconds:.2f} s vs audio {audio_seconds:.2f} s")
+    return media
 
 
 def clip_input(rec: Recognizer, frames: np.ndarray | None, detected: np.ndarray | None, audio: np.ndarray | None,
@@ -490,32 +525,36 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
                    missing_audio: str = "skip", batch_size: int = 16) -> tuple[dict, list[dict], dict]:
     """One input -> its file row, its window rows, and what the annotation needs.
 
-    A clip no longer than the model's own clip length (:attr:`Recognizer.max_seconds`) is read
-    whole, exactly as training reads a clip; ``window`` also gives its timeline. A longer clip is
-    read in windows (``window`` seconds, 2.5 by default) and its file row is their mean.
+    A clip no longer than training reads whole (``data.preprocess.max_seconds``, 10 s by default)
+    is read whole, exactly as training reads a clip; ``window`` also gives its timeline. A longer
+    clip is read in windows (``window`` seconds, 2.5 by default) and its file row is their mean.
     Raises :class:`ClipError` with the reason a file cannot be used.
     """
     t0 = time.perf_counter()
+    rec.check_window(window, hop)
     media = read_media(source.video, source.audio, rec, missing_audio)
     detected = video_io.detect_faces(media.frames, rec.detectors) if VIDEO in rec.modalities else None
-    long = media.seconds > rec.max_seconds + 1e-6
+    long = media.seconds > rec.params.max_seconds
     windows: list[dict] = []
     if window or long:
-        timeline = Windows(rec, window or 2.5, hop, media.audio_rate)
-        # the stream's own path, fed from memory: frames with their tracked boxes, then the audio
+        timeline = Windows(rec, window or LONG_CLIP_WINDOW, hop, media.audio_rate)
+        # the stream's own path, fed from memory: frames at their times with their tracked boxes, then the audio
         if VIDEO in rec.modalities:
-            for i, (frame, box) in enumerate(zip(media.frames, detected)):
-                timeline.add_frame(i / media.fps, frame, box)
+            for t, frame, box in zip(media.times, media.frames, detected):
+                timeline.add_frame(float(t), frame, box)
         if AUDIO in rec.modalities:
             timeline.add_audio(media.audio, media.audio_rate)
         windows = predict_windows(rec, timeline.ready(final=True), batch_size)
-    item, with_face, audio_notes = clip_input(rec, media.frames, detected, media.audio, media.audio_rate)
     if long:
         good = [w["probs"] for w in windows if "probs" in w]
         if not good:
             raise ClipError(f"no window of the {media.seconds:.1f} s clip could be read: {windows[0].get('error')}")
-        probs, basis = np.mean(good, axis=0), f"mean of {len(good)} windows of {window or 2.5:g} s"
+        probs, basis = np.mean(good, axis=0), f"mean of {len(good)} windows of {window or LONG_CLIP_WINDOW:g} s"
+        with_face = int(np.isfinite(detected[:, 0]).sum()) if detected is not None else 0
+        audio_notes = audio_io.mono_rate_notes(media.audio.shape[1], media.audio_rate, rec.spec.sample_rate) \
+            if media.audio is not None else []
     else:
+        item, with_face, audio_notes = clip_input(rec, media.frames, detected, media.audio, media.audio_rate)
         probs, basis = rec.probabilities([item])[0], "whole clip"
     frames = len(media.frames) if media.frames is not None else None
     row = dict(file=source.video, status="ok", reason="", **_labelled(source.name), **_probability_columns(rec, probs),
@@ -526,7 +565,7 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
                         **_probability_columns(rec, w.get("probs")),
                         frames_with_face=w.get("frames_with_face"), frames=w.get("frames"),
                         reason=w.get("error", "")) for i, w in enumerate(windows)]
-    annotation = dict(detected=detected, fps=media.fps, windows=window_rows)
+    annotation = dict(detected=detected, fps=media.fps, times=media.times, windows=window_rows)
     return row, window_rows, annotation
 
 
@@ -574,7 +613,7 @@ def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Pat
     with av.open(source.video) as src, av.open(str(path), mode="w") as out:
         stream = src.streams.video[0]
         fps = annotation["fps"]
-        ostream = out.add_stream("mpeg4", rate=round(fps) or 30)
+        ostream = out.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1001))
         ostream.width, ostream.height, ostream.pix_fmt = stream.codec_context.width, stream.codec_context.height, "yuv420p"
         for i, frame in enumerate(src.decode(stream)):
             if i >= len(boxes):
@@ -583,7 +622,7 @@ def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Pat
             x, y, w, h = boxes[i].round().astype(int)
             cv2.rectangle(img, (x, y), (x + w, y + h), (0, 220, 0), 2)
             if centres is not None:
-                win = windows[int(np.argmin(np.abs(centres - i / fps)))]
+                win = windows[int(np.argmin(np.abs(centres - annotation["times"][i])))]
                 label = f"{win['top']} {win['top_p']:.2f}" if win.get("top") else win["reason"] or "?"
                 cv2.putText(img, label, (x, max(15, y - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 220, 0), 2)
             for packet in ostream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
@@ -593,42 +632,85 @@ def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Pat
     return path
 
 
+def _columns(rec: Recognizer) -> list[str]:
+    """``predictions.csv``'s columns, fixed so that rows can be written as files finish."""
+    return ["file", "status", "reason", "label_name", *[f"p_{c}" for c in rec.class_names], "top", "top_p",
+            "frames_with_face", "frames", "duration_s", "modalities", "basis", "notes", "seconds"]
+
+
+class _AppendCsv:
+    """Rows appended as they come, so that a stopped run keeps every finished file's row."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        path.unlink(missing_ok=True)
+
+    def add(self, rows: list[dict]) -> None:
+        if rows:
+            pd.DataFrame(rows).reindex(columns=self.columns).to_csv(
+                self.path, mode="a", header=not self.path.exists(), index=False)
+
+
+def _output_stems(sources: list[Source]) -> list[str]:
+    """A distinct name per source for its images and videos (two folders may hold ``a.mp4``)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for source in sources:
+        stem = source.name
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
 def predict_files(rec: Recognizer, sources: list[Source], output: Path, window: float | None = None,
                   hop: float = 0.5, missing_audio: str = "skip", annotate: bool = False, batch_size: int = 16,
                   progress: bool = True) -> pd.DataFrame:
-    """Predict every source; write ``predictions.csv`` / ``.json``, ``windows.csv`` and the timelines."""
+    """Predict every source; write ``predictions.csv`` / ``.json``, ``windows.csv`` and the timelines.
+
+    Rows are written as each file finishes; one file's failure (reading it, or drawing its
+    timeline or annotated copy) is recorded on its row and the others go on.
+    """
     from tqdm import tqdm
 
     if missing_audio not in MISSING_AUDIO:
         raise ValueError(f"missing_audio={missing_audio!r}: use one of {list(MISSING_AUDIO)}")
+    rec.check_window(window, hop)
     output.mkdir(parents=True, exist_ok=True)
-    rows, all_windows = [], []
-    for source in tqdm(sources, desc="predicting", unit="file", disable=not progress):
+    window_columns = ["file", "window", "start", "end", *[f"p_{c}" for c in rec.class_names], "top", "top_p",
+                      "frames_with_face", "frames", "reason"]
+    files, window_csv = _AppendCsv(output / "predictions.csv", _columns(rec)), _AppendCsv(output / "windows.csv",
+                                                                                           window_columns)
+    rows = []
+    for source, stem in tqdm(list(zip(sources, _output_stems(sources))), desc="predicting", unit="file",
+                             disable=not progress):
         t0 = time.perf_counter()
         try:
             row, windows, annotation = predict_source(rec, source, window, hop, missing_audio, batch_size)
         except ClipError as err:
             log.warning("%s: %s", source.video, err)
-            rows.append(failed_row(rec, source, str(err), time.perf_counter() - t0))
-            continue
+            row, windows = failed_row(rec, source, str(err), time.perf_counter() - t0), []
         except Exception as err:  # noqa: BLE001 - an unforeseen defect of one file must not cost the others
             log.warning("%s: failed: %s: %s", source.video, type(err).__name__, err)
-            rows.append(failed_row(rec, source, f"failed: {type(err).__name__}: {err}", time.perf_counter() - t0))
-            continue
-        rows.append(row)
+            row, windows = failed_row(rec, source, f"failed: {type(err).__name__}: {err}",
+                                      time.perf_counter() - t0), []
+        drawings = []
         if windows:
-            table = pd.DataFrame(windows)
-            all_windows.append(table)
-            plot_timeline(table, rec.class_names, f"{Path(source.video).name} ({'+'.join(rec.modalities)})",
-                          output / f"{source.name}_timeline.png")
-        if annotate and VIDEO in rec.modalities:
-            write_annotated(source, annotation, rec, output / f"{source.name}_annotated.mp4")
-    table = pd.DataFrame(rows)
-    counts = [c for c in ("frames_with_face", "frames") if c in table]  # whole numbers, empty for failed files
-    table[counts] = table[counts].astype("Int64")
-    table.to_csv(output / "predictions.csv", index=False)
-    if all_windows:
-        pd.concat(all_windows).to_csv(output / "windows.csv", index=False)
+            drawings.append(("timeline", lambda: plot_timeline(
+                pd.DataFrame(windows), rec.class_names, f"{Path(source.video).name} ({row['modalities']})",
+                output / f"{stem}_timeline.png")))
+        if annotate and row["status"] == "ok" and VIDEO in rec.modalities:
+            drawings.append(("annotated copy", lambda: write_annotated(source, annotation, rec,
+                                                                       output / f"{stem}_annotated.mp4")))
+        for what, draw in drawings:
+            try:
+                draw()
+            except Exception as err:  # noqa: BLE001 - the predictions stand without the picture
+                log.warning("%s: no %s: %s: %s", source.video, what, type(err).__name__, err)
+                row["notes"] = "; ".join(filter(None, [row.get("notes"), f"no {what}: {err}"]))
+        rows.append(row)
+        files.add([row])
+        window_csv.add(windows)
+    table = pd.read_csv(files.path, keep_default_na=True) if files.path.exists() else pd.DataFrame(columns=_columns(rec))
     summary = dict(model=rec.describe(), window=window, hop=hop, missing_audio=missing_audio,
                    files=len(rows), succeeded=int((table["status"] == "ok").sum()),
                    rows=json.loads(table.to_json(orient="records")))
@@ -647,12 +729,15 @@ def run(cfg) -> int:
     output = Path(cfg.output)
     rec = Recognizer(cfg.checkpoint, runtime=cfg.runtime, device=cfg.device, detector=cfg.detector,
                      detector_kwargs=cfg.detector_kwargs)
+    rec.check_window(cfg.window, cfg.hop)
+    if cfg.missing_audio not in MISSING_AUDIO:
+        raise ValueError(f"missing_audio={cfg.missing_audio!r}: use one of {list(MISSING_AUDIO)}")
     if is_live(str(cfg.input)) or cfg.realtime:
         from fer_mm.stream import open_source, run_stream
 
         source = open_source(str(cfg.input), realtime=cfg.realtime, mic=cfg.mic, need_audio=AUDIO in rec.modalities,
                              missing_audio=cfg.missing_audio)
-        windows = run_stream(rec, source, cfg.window or 2.5, cfg.hop, output, show=cfg.show,
+        windows = run_stream(rec, source, cfg.window or LONG_CLIP_WINDOW, cfg.hop, output, show=cfg.show,
                              max_windows=cfg.max_windows)
         return 0 if any("top" in w for w in windows) else 1
     table = predict_files(rec, find_inputs(cfg.input), output, cfg.window, cfg.hop, cfg.missing_audio,

@@ -18,8 +18,9 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from fer_mm.data.audio import FloatAudio, float_chunks
-from fer_mm.predict import Recognizer, Windows, _probability_columns, predict_windows
+from fer_mm.data import video as video_io
+from fer_mm.data.audio import FloatAudio
+from fer_mm.predict import Recognizer, Windows, _probability_columns, predict_windows, silence
 
 log = logging.getLogger("fer_mm.stream")
 
@@ -35,8 +36,10 @@ def is_stream_address(address: str) -> bool:
 class AVSource:
     """A file or stream address read with PyAV: ``("video", t, gray)`` and ``("audio", chunk, rate)`` events.
 
-    Frame times count frames at the stream's frame rate (as a file's timeline does); with
-    ``realtime`` each frame waits for its time, as a live source would deliver it.
+    Frames carry their times from the video's start and the audio is made to start with the
+    video, as a file's timeline reads them (:func:`~fer_mm.predict.read_media`); with ``realtime``
+    each frame waits for its time, as a live source would deliver it. A packet that does not
+    decode is left out.
     """
 
     def __init__(self, address: str, realtime: bool = False, need_audio: bool = True):
@@ -48,34 +51,50 @@ class AVSource:
         except Exception as err:  # PyAV raises many error types for unreachable or broken sources
             raise RuntimeError(f"input={address}: cannot open it: {err}") from err
         if not self.container.streams.video:
+            self.close()
             raise RuntimeError(f"input={address}: no video stream")
         self.video = self.container.streams.video[0]
         self.audio = self.container.streams.audio[0] if need_audio and self.container.streams.audio else None
-        rate = self.video.average_rate or self.video.guessed_rate or self.video.base_rate
-        self.fps = float(rate) if rate else 30.0
+        self.fps = video_io.frame_rate(self.video)
 
     @property
     def has_audio(self) -> bool:
         return self.audio is not None
 
+    def close(self) -> None:
+        self.container.close()
+
     def __iter__(self) -> Iterator[tuple]:
         import av
 
-        start, n = time.perf_counter(), 0
+        wall, n = time.perf_counter(), 0
+        video_start = video_io.stream_start(self.video)
         streams = [self.video] + ([self.audio] if self.audio is not None else [])
-        convert, rate = FloatAudio(), None
+        convert, rate, offset = FloatAudio(), None, None
         with self.container:
             for packet in self.container.demux(*streams):
-                for frame in packet.decode():
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    log.warning("%s: a packet that does not decode was left out", self.address)
+                    continue
+                for frame in frames:
                     if isinstance(frame, av.VideoFrame):
-                        t = n / self.fps
+                        t = frame.time - video_start if frame.time is not None else n / self.fps
                         n += 1
                         if self.realtime:
-                            time.sleep(max(0.0, start + t - time.perf_counter()))
+                            time.sleep(max(0.0, wall + t - time.perf_counter()))
                         yield "video", t, frame.to_ndarray(format="gray")
-                    else:
-                        rate = frame.sample_rate
-                        for chunk in convert(frame):
+                        continue
+                    rate = frame.sample_rate
+                    if offset is None:  # samples to put in front of the audio (< 0: to leave out)
+                        offset = round((video_io.stream_start(self.audio) - video_start) * rate)
+                        if offset > 0:
+                            yield "audio", np.zeros((offset, frame.layout.nb_channels), np.float32), rate
+                    for chunk in convert(frame):
+                        if offset < 0:
+                            chunk, offset = chunk[-offset:], min(0, offset + len(chunk))
+                        if len(chunk):
                             yield "audio", chunk, rate
             if rate is not None:
                 for chunk in convert(None):
@@ -84,7 +103,7 @@ class AVSource:
 
 class CameraSource:
     """A webcam through OpenCV (frames stamped with the time they arrive), with a microphone
-    through PyAV where one opens."""
+    through PyAV where one opens (its samples counted from the first frame)."""
 
     def __init__(self, index: int, mic: str = "auto", need_audio: bool = True):
         import cv2
@@ -92,31 +111,42 @@ class CameraSource:
         self.capture = cv2.VideoCapture(index)
         if not self.capture.isOpened():
             raise RuntimeError(f"input=webcam:{index}: no camera opens at index {index}")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
         self.mic = open_microphone(mic) if need_audio else None
 
     @property
     def has_audio(self) -> bool:
         return self.mic is not None
 
+    def close(self) -> None:
+        self.capture.release()
+        if self.mic is not None:
+            self.mic.close()
+
     def __iter__(self) -> Iterator[tuple]:
         import cv2
 
         chunks: queue.Queue = queue.Queue()
         stop = threading.Event()
-        if self.mic is not None:
-            threading.Thread(target=_read_microphone, args=(self.mic, chunks, stop), daemon=True).start()
-        start = time.perf_counter()
+        started = False
         try:
             while True:
                 ok, bgr = self.capture.read()
                 if not ok:
                     break
+                if not started:  # the microphone starts with the first frame: both count time from it
+                    start, started = time.perf_counter(), True
+                    if self.mic is not None:
+                        threading.Thread(target=_read_microphone, args=(self.mic, chunks, stop), daemon=True).start()
                 yield "video", time.perf_counter() - start, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
                 while not chunks.empty():
-                    yield ("audio", *chunks.get())
+                    item = chunks.get()
+                    if isinstance(item, Exception):
+                        raise RuntimeError(f"the microphone stopped: {item}") from item
+                    yield ("audio", *item)
         finally:
             stop.set()
-            self.capture.release()
+            self.close()
 
 
 def open_microphone(mic: str):
@@ -125,6 +155,8 @@ def open_microphone(mic: str):
 
     if mic == "none":
         return None
+    if mic != "auto" and ":" not in mic:
+        raise ValueError(f"mic={mic}: write auto, none, or FORMAT:DEVICE for PyAV (pulse:default, alsa:hw:0)")
     tries = MICROPHONES if mic == "auto" else [tuple(mic.split(":", 1))]
     for fmt, device in tries:
         try:
@@ -135,18 +167,24 @@ def open_microphone(mic: str):
         if container.streams.audio:
             log.info("microphone: %s:%s", fmt, device)
             return container
+        container.close()
     if mic != "auto":
         raise RuntimeError(f"mic={mic}: no audio input opens there")
     return None
 
 
 def _read_microphone(container, chunks: queue.Queue, stop: threading.Event) -> None:
+    """Audio chunks into ``chunks``; an error is put there too, for the reading side to raise."""
     stream = container.streams.audio[0]
-    with container:
-        for chunk in float_chunks(container.decode(stream)):
-            chunks.put((chunk, stream.codec_context.sample_rate))
+    convert = FloatAudio()
+    try:
+        for frame in container.decode(stream):
+            for chunk in convert(frame):
+                chunks.put((chunk, frame.sample_rate))
             if stop.is_set():
                 break
+    except Exception as err:  # noqa: BLE001 - handed over to the thread that can report it
+        chunks.put(err)
 
 
 def open_source(address: str, realtime: bool = False, mic: str = "auto", need_audio: bool = True,
@@ -163,6 +201,7 @@ def open_source(address: str, realtime: bool = False, mic: str = "auto", need_au
                              f"add realtime=true to play a file as one")
         source = AVSource(address, realtime, need_audio)
     if need_audio and not source.has_audio and missing_audio != "silence":
+        source.close()
         raise RuntimeError(f"input={address} gives no audio (no microphone, or no audio stream) and the model "
                            f"reads audio: use a video-only checkpoint, name a microphone (mic=FORMAT:DEVICE), "
                            f"or missing_audio=silence")
@@ -175,7 +214,7 @@ def run_stream(rec: Recognizer, source, window: float, hop: float, output: Path,
     ``output/windows.csv``. Returns the window rows."""
     output.mkdir(parents=True, exist_ok=True)
     windows = Windows(rec, window, hop)
-    silence = windows.needs_audio and not source.has_audio  # missing_audio=silence: zeros keep pace with the frames
+    give_silence = windows.needs_audio and not source.has_audio  # missing_audio=silence: keeps pace with the frames
     rows: list[dict] = []
     latest = None
     csv = output / "windows.csv"
@@ -204,10 +243,11 @@ def run_stream(rec: Recognizer, source, window: float, hop: float, output: Path,
             _, t, gray = event
             latest = gray
             windows.add_frame(t, gray)
-            if silence:
-                missing = round(t * rec.spec.sample_rate) - windows.audio_count
+            if give_silence:  # up to the end of this frame, as a file's silence lasts to its last frame's end
+                missing = round((t + 1.0 / source.fps) * rec.spec.sample_rate) - windows.audio_count
                 if missing > 0:
-                    windows.add_audio(np.zeros((missing, 1), np.float32), rec.spec.sample_rate)
+                    windows.add_audio(silence(missing / rec.spec.sample_rate, rec.spec.sample_rate),
+                                      rec.spec.sample_rate)
         else:
             _, chunk, rate = event
             windows.add_audio(chunk, rate)

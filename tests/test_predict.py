@@ -219,6 +219,8 @@ def test_microphone_choice():
     assert open_microphone("none") is None
     with pytest.raises(RuntimeError, match="mic=alsa:no-such-card: no audio input opens there"):
         open_microphone("alsa:no-such-card")
+    with pytest.raises(ValueError, match="mic=pulse: write auto, none, or FORMAT:DEVICE"):
+        open_microphone("pulse")
 
 
 def test_annotated_copy_has_every_frame(trained, videos, tmp_path):
@@ -230,3 +232,118 @@ def test_annotated_copy_has_every_frame(trained, videos, tmp_path):
     with av.open(str(tmp_path / f"{source.stem}_annotated.mp4")) as out, av.open(str(source)) as src:
         assert out.streams.video[0].frames == src.streams.video[0].frames == 76
         assert (out.streams.video[0].width, out.streams.video[0].height) == (640, 480)
+
+
+# ---------------------------------------------------------------------------- edge cases of files
+
+
+@pytest.fixture(scope="module")
+def edge_videos(tmp_path_factory) -> dict[str, Path]:
+    from videos import face_clip, retime, write_video
+
+    out = tmp_path_factory.mktemp("edge")
+    frames, wave = face_clip(1021, "HAP")
+    f30 = retime(frames, 30, (320, 240))
+    files = {}
+    # a variable frame rate: 45 frames at 30 fps, then 15 at 10 fps (3 s in all)
+    times = [i / 30 for i in range(45)] + [1.5 + k / 10 for k in range(1, 16)]
+    files["vfr"] = write_video(out / "vfr.mkv", [f30[min(i, len(f30) - 1)] for i in range(45)] +
+                               [f30[min(45 + 3 * k, len(f30) - 1)] for k in range(15)], 30, "libvpx-vp9",
+                               np.tile(wave, 2)[: 3 * 16000], 48_000, "libopus", frame_times=times)
+    # the audio starts 1 s after the video and ends with it
+    files["offset"] = write_video(out / "offset.mkv", f30, 30, "libvpx-vp9", wave[: int((len(f30) / 30 - 1) * 16000)],
+                                  48_000, "libopus", audio_start=1.0)
+    files["plain"] = write_video(out / "plain.mkv", f30, 30, "libvpx-vp9", wave, 44_100, "aac")
+    files["long_audio"] = write_video(out / "long_audio.mkv", f30[:60], 30, "libvpx-vp9",
+                                      np.tile(wave, 3)[: 5 * 16000], 48_000, "libopus")
+    parts = [face_clip(1022, e, sentence="ITS") for e in ("ANG", "HAP", "SAD")]
+    files["seven_s"] = write_video(out / "seven_s.mp4", retime([f for p in parts for f in p[0]], 30, (320, 240))[:210],
+                                   30, "libx264", np.concatenate([p[1] for p in parts])[: 7 * 16000], 44_100, "aac")
+    # one damaged audio packet in an otherwise good file
+    rng = np.random.default_rng(0)
+    import av
+
+    with av.open(str(files["plain"])) as src, av.open(str(out / "bad_packet.mkv"), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in (src.streams.video[0], src.streams.audio[0])}
+        damaged = 0
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "audio" and damaged == 0 and packet.pts * packet.time_base > 1.5:
+                packet = _damaged(packet, rng)
+                damaged = 1
+            packet.stream = streams[packet.stream_index if packet.stream is None else packet.stream.index]
+            dst.mux(packet)
+    files["bad_packet"] = out / "bad_packet.mkv"
+    return files
+
+
+def _damaged(packet, rng):
+    import av
+
+    bad = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+    bad.pts, bad.dts, bad.time_base, bad.stream = packet.pts, packet.dts, packet.time_base, packet.stream
+    return bad
+
+
+def test_frames_keep_their_times_at_a_variable_frame_rate(trained, edge_videos):
+    rec = Recognizer(trained["ar5_fusion"][0])
+    row, windows, _ = predict_source(rec, Source(str(edge_videos["vfr"])), window=1.0, hop=0.5)
+    assert row["status"] == "ok" and row["duration_s"] == pytest.approx(3.03, abs=0.01)
+    # 30 frames in the first second, 10 in a second at 10 fps
+    counts = {(w["start"], w["end"]): w["frames"] for w in windows}
+    assert counts[(0.0, 1.0)] == 30 and counts[(2.0, 3.0)] == 10
+
+
+def test_audio_that_starts_later_is_put_in_step_with_the_video(trained, edge_videos):
+    from fer_mm.predict import read_media
+
+    media = read_media(str(edge_videos["offset"]), None, Recognizer(trained["ar5_fusion"][0]))
+    first_sound = np.flatnonzero(np.abs(media.audio[:, 0]) > 1e-3)[0] / media.audio_rate
+    assert 1.0 <= first_sound < 1.1  # silence in front, not the speech pulled to the start
+
+
+def test_audio_much_longer_than_the_video_is_called_mismatched(trained, edge_videos):
+    with pytest.raises(Exception, match=r"truncated or mismatched: video 2.00 s vs audio 5.0\d s"):
+        Recognizer(trained["ar5_fusion"][0]).predict(edge_videos["long_audio"])
+    # a video-only model reads the video alone, which is whole
+    assert Recognizer(trained["ar5_video_only"][0]).predict(edge_videos["long_audio"])["status"] == "ok"
+
+
+def test_a_clip_under_ten_seconds_is_read_whole_as_training_reads_it(trained, edge_videos):
+    row = Recognizer(trained["ar5_fusion"][0]).predict(edge_videos["seven_s"])
+    assert row["basis"] == "whole clip" and row["duration_s"] == pytest.approx(7.0, abs=0.01)
+
+
+def test_one_damaged_audio_packet_is_left_out_and_noted(trained, edge_videos):
+    row = Recognizer(trained["ar5_fusion"][0]).predict(edge_videos["bad_packet"])
+    assert row["status"] == "ok" and "1 undecodable audio packets left out" in row["notes"]
+
+
+def test_files_of_one_name_in_two_folders_keep_their_own_timelines(trained, videos, tmp_path):
+    import shutil
+
+    (tmp_path / "in" / "b").mkdir(parents=True)
+    shutil.copy(videos["mkv_opus_48k"], tmp_path / "in" / "clip.mkv")
+    shutil.copy(videos["mkv_opus_48k"], tmp_path / "in" / "b" / "clip.mkv")
+    predict_files(Recognizer(trained["ar5_fusion"][0]), find_inputs(tmp_path / "in"), tmp_path / "out", window=1.0,
+                  progress=False)
+    assert (tmp_path / "out" / "clip_timeline.png").is_file() and (tmp_path / "out" / "clip_2_timeline.png").is_file()
+
+
+@pytest.mark.parametrize("window, hop, match", [(0, 0.5, "window=0"), (8.0, 0.5, "window=8.0"), (2.5, 0, "hop=0")])
+def test_wrong_window_settings_are_named_before_any_file(trained, videos, tmp_path, window, hop, match):
+    with pytest.raises(ValueError, match=match):
+        predict_files(Recognizer(trained["ar5_fusion"][0]), [Source(str(videos["truncated"]))], tmp_path,
+                      window=window, hop=hop, progress=False)
+    assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_a_stream_given_silence_gives_the_files_windows(trained, videos, tmp_path):
+    rec = Recognizer(trained["ar5_fusion"][0])
+    path = str(videos["avi_mjpeg_silent"])
+    _, expected, _ = predict_source(rec, Source(path), window=1.0, hop=0.5, missing_audio="silence")
+    source = open_source(path, realtime=True, missing_audio="silence")
+    rows = run_stream(rec, source, 1.0, 0.5, tmp_path, quiet=True)
+    assert [(r["start"], r["end"]) for r in rows] == [(w["start"], w["end"]) for w in expected]
+    assert np.abs(probabilities(pd.DataFrame(rows)) - probabilities(pd.DataFrame(expected))).max() <= 1e-5

@@ -33,19 +33,27 @@ def retime(frames: list[np.ndarray], fps: float, size: tuple[int, int]) -> list[
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float, codec: str, audio: np.ndarray | None = None,
                 audio_rate: int = SAMPLE_RATE, audio_codec: str = "aac", channels: int = 1,
-                pix_fmt: str = "yuv420p") -> Path:
-    """Encode BGR frames (and a 16 kHz mono waveform, resampled and spread over ``channels``)."""
+                pix_fmt: str = "yuv420p", frame_times: list[float] | None = None, audio_start: float = 0.0) -> Path:
+    """Encode BGR frames (and a 16 kHz mono waveform, resampled and spread over ``channels``).
+
+    ``frame_times``: each frame's time in seconds (a variable frame rate); ``audio_start``: when
+    the audio starts, in seconds after the video."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), mode="w") as out:
         vs = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        if frame_times is not None:
+            vs.codec_context.time_base = vs.time_base = Fraction(1, 1000)
         streams = [vs]
         if audio is not None:
             as_ = out.add_stream(audio_codec, rate=audio_rate)
             as_.layout = "stereo" if channels == 2 else "mono"
             streams.append(as_)
-        for img in frames:
-            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+            if frame_times is not None:
+                frame.pts, frame.time_base = int(round(frame_times[i] * 1000)), Fraction(1, 1000)
+            for packet in vs.encode(frame):
                 out.mux(packet)
         for packet in vs.encode():
             out.mux(packet)
@@ -53,7 +61,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float, codec: str, au
             wave = signal.resample_poly(audio, audio_rate, SAMPLE_RATE).astype(np.float32)
             planes = np.stack([wave * (1.0 - 0.2 * c) for c in range(channels)])  # channels that differ
             frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout=as_.layout.name)
-            frame.sample_rate, frame.time_base, frame.pts = audio_rate, Fraction(1, audio_rate), 0
+            frame.sample_rate, frame.time_base = audio_rate, Fraction(1, audio_rate)
+            frame.pts = int(round(audio_start * audio_rate))
             # to the encoder's sample format and frame size
             resampler = av.AudioResampler(format=as_.codec_context.codec.audio_formats[0].name,
                                           layout=as_.layout.name, rate=audio_rate,

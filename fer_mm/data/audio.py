@@ -14,7 +14,6 @@ the valid samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -37,9 +36,8 @@ def to_mono_rate(data: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) ->
 
     Channels are averaged; a different rate is resampled with ``scipy.signal.resample_poly``.
     """
-    notes = []
-    if data.shape[1] > 1:
-        notes.append(f"downmixed {data.shape[1]} channels to mono")
+    channels = data.shape[1]
+    if channels > 1:
         data = data.mean(axis=1, keepdims=True)
     samples = np.ascontiguousarray(data[:, 0], dtype=np.float32)
     if rate != sample_rate and len(samples):
@@ -47,8 +45,13 @@ def to_mono_rate(data: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) ->
 
         g = gcd(int(rate), sample_rate)
         samples = signal.resample_poly(samples, sample_rate // g, int(rate) // g).astype(np.float32)
-        notes.append(f"resampled {rate} Hz to {sample_rate} Hz")
-    return LoadedAudio(samples, notes)
+    return LoadedAudio(samples, mono_rate_notes(channels, rate, sample_rate))
+
+
+def mono_rate_notes(channels: int, rate: int, sample_rate: int = SAMPLE_RATE) -> list[str]:
+    """What :func:`to_mono_rate` does to audio of ``channels`` at ``rate``."""
+    notes = [f"downmixed {channels} channels to mono"] if channels > 1 else []
+    return notes + ([f"resampled {rate} Hz to {sample_rate} Hz"] if rate != sample_rate else [])
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
@@ -79,30 +82,53 @@ class FloatAudio:
         return [converted.to_ndarray().T for converted in self.resampler.resample(frame)]
 
 
-def float_chunks(frames) -> Iterator[np.ndarray]:
-    """:class:`FloatAudio` over a sequence of PyAV audio frames."""
-    convert = FloatAudio()
-    for frame in frames:
-        yield from convert(frame)
-    yield from convert(None)
+@dataclass
+class AudioTrack:
+    """A container's audio stream as float samples at its own rate."""
+
+    samples: np.ndarray  # [N, channels]
+    rate: int
+    start: float  # the stream's start time in the container, in seconds
+    dropped_packets: int = 0  # packets that could not be decoded (left out)
 
 
-def read_audio_track(path: str) -> tuple[np.ndarray, int] | None:
-    """The first audio stream of any container PyAV opens, as float ``[N, channels]`` and its rate.
+def read_audio_track(path: str) -> AudioTrack | None:
+    """The first audio stream of any container PyAV opens; ``None`` when the file has none.
 
-    ``None`` when the file has no audio stream. Any codec, rate and channel count.
+    Any codec, rate and channel count. A packet that does not decode is left out and counted,
+    so one damaged packet does not cost the whole track.
     """
     import av
+
+    from fer_mm.data.video import stream_start
 
     with av.open(path) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
-        chunks = list(float_chunks(container.decode(stream)))
+        convert, chunks, dropped = FloatAudio(), [], 0
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                dropped += 1
+                continue
+            for frame in frames:
+                chunks += convert(frame)
+        chunks += convert(None)
         rate = stream.codec_context.sample_rate or stream.rate or SAMPLE_RATE
-    if not chunks:
-        return np.zeros((0, 1), np.float32), int(rate)
-    return np.concatenate(chunks).astype(np.float32, copy=False), int(rate)
+        start = stream_start(stream)
+    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, 1), np.float32)
+    return AudioTrack(samples, int(rate), start, dropped)
+
+
+def shift_start(samples: np.ndarray, rate: int, offset: float) -> np.ndarray:
+    """Audio that starts ``offset`` seconds after the video (before, when negative) -> audio that
+    starts with it: silence put in front, or the samples before the video left out."""
+    n = int(round(offset * rate))
+    if n > 0:
+        return np.concatenate([np.zeros((n, samples.shape[1]), samples.dtype), samples])
+    return samples[-n:]
 
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
