@@ -37,7 +37,7 @@ from fer_mm.data import audio as audio_io
 from fer_mm.data import video as video_io
 from fer_mm.data.cache import PreprocessParams, check_media_file, load_detector
 from fer_mm.data.clips import clip_item
-from fer_mm.data.crema_d import AUDIO_DIR, AUDIO_EXT, VIDEO_DIR, parse_name, scan_root
+from fer_mm.data.crema_d import AUDIO_DIR, VIDEO_DIR, parse_name, scan_root
 from fer_mm.models.inputs import ModelInputs
 from fer_mm.vocab import AUDIO, EMOTION_NAMES, VIDEO
 
@@ -435,6 +435,9 @@ class Windows:
             a, b = round(start * self.audio_rate) - self.audio_first, round(end * self.audio_rate) - self.audio_first
             buffered = np.concatenate(self.audio) if self.audio else np.zeros((0, 1), np.float32)
             audio = buffered[max(a, 0) : max(b, 0)]
+            if not len(audio):
+                row["error"] = "no audio in this window"
+                return row
         if self.needs_video and frames is None:
             row["error"] = "no frame in this window"
             return row

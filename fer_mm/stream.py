@@ -219,6 +219,7 @@ def run_stream(rec: Recognizer, source, window: float, hop: float, output: Path,
     latest = None
     csv = output / "windows.csv"
     csv.unlink(missing_ok=True)
+    showing = [show]
 
     def emit(done: list[dict]) -> bool:
         for w in done:
@@ -232,37 +233,46 @@ def run_stream(rec: Recognizer, source, window: float, hop: float, output: Path,
             if not quiet:
                 what = f"{row['top']:>8} {row['top_p']:.2f}" if "top" in row else f"  -- {row['reason']}"
                 print(f"[{row['start']:7.2f} - {row['end']:7.2f} s] {what}   {row['latency_ms']:6.1f} ms", flush=True)
-            if show and latest is not None:
-                _show(latest, row)
+            if showing[0] and latest is not None:
+                try:
+                    _show(latest, row)
+                except RuntimeError as err:  # no GUI: the predictions go on, printed
+                    log.warning("%s", err)
+                    showing[0] = False
             if max_windows and len(rows) >= max_windows:
                 return True
         return False
 
-    for event in source:
-        if event[0] == "video":
-            _, t, gray = event
-            latest = gray
-            windows.add_frame(t, gray)
-            if give_silence:  # up to the end of this frame, as a file's silence lasts to its last frame's end
-                missing = round((t + 1.0 / source.fps) * rec.spec.sample_rate) - windows.audio_count
-                if missing > 0:
-                    windows.add_audio(silence(missing / rec.spec.sample_rate, rec.spec.sample_rate),
-                                      rec.spec.sample_rate)
-        else:
-            _, chunk, rate = event
-            windows.add_audio(chunk, rate)
+    events = iter(source)
+    try:
+        for event in events:
+            if event[0] == "video":
+                _, t, gray = event
+                latest = gray
+                windows.add_frame(t, gray)
+                if give_silence:  # up to the end of this frame, as a file's silence lasts to its last frame's end
+                    missing = round((t + 1.0 / source.fps) * rec.spec.sample_rate) - windows.audio_count
+                    if missing > 0:
+                        windows.add_audio(silence(missing / rec.spec.sample_rate, rec.spec.sample_rate),
+                                          rec.spec.sample_rate)
+            else:
+                _, chunk, rate = event
+                windows.add_audio(chunk, rate)
+            t0 = time.perf_counter()
+            done = windows.ready()
+            for w in done:
+                w["prepare_ms"] = (time.perf_counter() - t0) * 1000 / len(done)
+            if emit(done):
+                return rows
         t0 = time.perf_counter()
-        done = windows.ready()
+        done = windows.ready(final=True)
         for w in done:
             w["prepare_ms"] = (time.perf_counter() - t0) * 1000 / len(done)
-        if emit(done):
-            return rows
-    t0 = time.perf_counter()
-    done = windows.ready(final=True)
-    for w in done:
-        w["prepare_ms"] = (time.perf_counter() - t0) * 1000 / len(done)
-    emit(done)
-    return rows
+        emit(done)
+        return rows
+    finally:
+        if hasattr(events, "close"):  # a generator: closing it releases the camera or the container
+            events.close()
 
 
 def _show(gray: np.ndarray, row: dict) -> None:
@@ -276,4 +286,4 @@ def _show(gray: np.ndarray, row: dict) -> None:
         cv2.waitKey(1)
     except cv2.error as err:
         raise RuntimeError("show=true needs an OpenCV with GUI support (pip install opencv-python in place of "
-                           "opencv-python-headless); the predictions are printed without it") from err
+                           "opencv-python-headless); the predictions go on, printed") from err
