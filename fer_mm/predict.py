@@ -192,6 +192,9 @@ class Recognizer:
 
     def check_window(self, window: float | None, hop: float) -> None:
         """A wrong ``window`` or ``hop`` named before any file is read."""
+        for key, value in (("window", window), ("hop", hop)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{key}={value!r}: a number of seconds" + (" or null" if key == "window" else ""))
         if window is not None and not 0 < window <= self.clip_seconds:
             raise ValueError(f"window={window}: seconds in (0, {self.clip_seconds:g}], the model's clip length "
                              f"(model.inputs.max_audio_seconds), or null")

@@ -331,7 +331,8 @@ def test_files_of_one_name_in_two_folders_keep_their_own_timelines(trained, vide
     assert (tmp_path / "out" / "clip_timeline.png").is_file() and (tmp_path / "out" / "clip_2_timeline.png").is_file()
 
 
-@pytest.mark.parametrize("window, hop, match", [(0, 0.5, "window=0"), (8.0, 0.5, "window=8.0"), (2.5, 0, "hop=0")])
+@pytest.mark.parametrize("window, hop, match", [(0, 0.5, "window=0"), (8.0, 0.5, "window=8.0"), (2.5, 0, "hop=0"),
+                                                ("abc", 0.5, "window='abc': a number of seconds or null")])
 def test_wrong_window_settings_are_named_before_any_file(trained, videos, tmp_path, window, hop, match):
     with pytest.raises(ValueError, match=match):
         predict_files(Recognizer(trained["ar5_fusion"][0]), [Source(str(videos["truncated"]))], tmp_path,
