@@ -57,3 +57,21 @@ def test_an_onnx_file_without_runtime_onnx_is_named(tmp_path):
     path = export_onnx(ckpt, tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="runtime=onnx"):
         Recognizer(path)
+
+
+def test_the_export_command(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", {"name": "ar2", "num_classes": 6})
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "fer_mm.export", f"checkpoint={ckpt}", "format=onnx",
+                           "output=out/m.onnx"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "m.onnx").is_file() and "runtime=onnx" in done.stdout
+    assert not list(tmp_path.glob("*.log"))  # nothing left in the folder it ran from
+    wrong = subprocess.run([sys.executable, "-m", "fer_mm.export", f"checkpoint={ckpt}", "format=tflite"],
+                           cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert wrong.returncode == 1 and "format='tflite': use one of ['onnx']" in wrong.stderr
