@@ -76,17 +76,12 @@ def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = OPSET) 
     model = onnx.load(str(output))
     meta = dict(format_version=1, modalities=list(modalities), inputs=rec.inputs_config,
                 preprocess=asdict(rec.params), class_names=rec.class_names, checkpoint=str(rec.checkpoint),
-                net=_net_config(rec.checkpoint), torch=torch.__version__, opset=opset)
+                net=rec.net_config, torch=torch.__version__, opset=opset)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
     onnx.checker.check_model(model)
     onnx.save(model, str(output))
     return output
-
-
-def _net_config(checkpoint: Path) -> dict:
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return dict(saved.get("hyper_parameters", {}).get("net", {}))
 
 
 def run(cfg) -> Path:

@@ -35,7 +35,7 @@ from torch.utils.data import default_collate
 
 from fer_mm.data import audio as audio_io
 from fer_mm.data import video as video_io
-from fer_mm.data.cache import PreprocessParams, check_media_file, load_detector
+from fer_mm.data.cache import PreprocessError, PreprocessParams, check_media_file, load_detector
 from fer_mm.data.clips import clip_item
 from fer_mm.data.crema_d import AUDIO_DIR, VIDEO_DIR, parse_name, scan_root
 from fer_mm.models.inputs import ModelInputs
@@ -118,7 +118,7 @@ class Recognizer:
         self.device, self.runtime, self.session = torch.device(device), runtime, None
         if runtime == "onnx":
             meta = self._load_onnx(Path(checkpoint))
-            self.checkpoint, self.net = Path(checkpoint), None
+            self.checkpoint, self.net, self.net_config = Path(checkpoint), None, meta.get("net", {})
             inputs, preprocess, class_names = meta["inputs"], meta["preprocess"], meta["class_names"]
             self.inputs = ModelInputs(meta["modalities"], **inputs)
         else:
@@ -128,7 +128,12 @@ class Recognizer:
             if self.checkpoint.suffix == ".onnx":
                 raise ValueError(f"checkpoint={checkpoint} is an exported ONNX model: add runtime=onnx")
             # weights only: a checkpoint is data, never code to run
-            saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            try:
+                saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            except Exception as err:  # torch raises many types for a file that is not a checkpoint
+                # torch's own advice (weights_only=False) would run whatever the file holds: not offered
+                raise ValueError(f"checkpoint={self.checkpoint}: not a readable fer-mm checkpoint ({type(err).__name__}; "
+                                 f"a damaged or foreign file: fer-mm loads checkpoints as weights only)") from err
             hparams = saved.get("hyper_parameters") or {}
             if "net" not in hparams:
                 raise ValueError(f"checkpoint={self.checkpoint} was not written by fer-mm's training (no model "
@@ -136,7 +141,7 @@ class Recognizer:
             system = EmotionSystem(net=hparams["net"], inputs=hparams.get("inputs"))
             system.load_state_dict(saved["state_dict"])
             system.eval().to(self.device)
-            self.net, self.inputs = system.net, system.inputs
+            self.net, self.inputs, self.net_config = system.net, system.inputs, dict(hparams["net"])
             data_state = saved.get("CremaDDataModule") or {}
             preprocess = data_state.get("preprocess") or _run_preprocess(self.checkpoint)
             if preprocess is None:
@@ -163,7 +168,12 @@ class Recognizer:
         # per core, as files' frames are searched in parallel (a stream takes one frame at a time)
         self.detectors = []
         if VIDEO in self.modalities:
-            self.detectors.append(load_detector(self.params))
+            try:
+                self.detectors.append(load_detector(self.params))
+            except PreprocessError as err:
+                if self.params == self.trained_preprocess:
+                    raise
+                raise ValueError(f"detector={self.params.detector}: {err}") from err
             parallel = getattr(type(self.detectors[0]), "parallel_frames", False)
             threads = detector_threads or (_cores() if parallel else 1)
             self.detectors += [load_detector(self.params) for _ in range(threads - 1)]
@@ -243,12 +253,11 @@ class Media:
     audio_rate: int
     notes: list[str] = field(default_factory=list)
     times: np.ndarray | None = None  # [N] seconds from the video's start (variable frame rates keep theirs)
+    video_seconds: float | None = None  # the decoded video's length (DecodedVideo.seconds)
 
     @property
     def seconds(self) -> float:
-        if self.frames is not None:
-            return float(self.times[-1]) + 1.0 / self.fps
-        return len(self.audio) / self.audio_rate
+        return self.video_seconds if self.frames is not None else len(self.audio) / self.audio_rate
 
 
 def silence(seconds: float, rate: int) -> np.ndarray:
@@ -267,7 +276,7 @@ def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing
         problem = check_media_file(path)
         if problem:
             raise ClipError(problem)
-    frames = times = None
+    frames = times = video_seconds = None
     fps, notes, video_start = 30.0, [], 0.0
     mismatch = rec.params.max_length_mismatch
     if VIDEO in rec.modalities:
@@ -280,6 +289,7 @@ def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing
             raise ClipError(f"truncated: {decoded.seconds:.2f} s of video decode, of the {declared:.2f} s the "
                             f"file declares")
         frames, fps, times, video_start = decoded.frames, decoded.fps, decoded.times, decoded.start
+        video_seconds = decoded.seconds
     audio, rate = None, rec.spec.sample_rate
     if AUDIO in rec.modalities:
         try:
@@ -300,11 +310,11 @@ def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing
             if missing_audio != "silence":
                 raise ClipError(f"{what}, and the model reads {'+'.join(rec.modalities)}: use a video-only model, "
                                 f"or missing_audio=silence to give it silence")
-            audio = silence(float(times[-1]) + 1.0 / fps, rate)
+            audio = silence(video_seconds, rate)
             notes.append(f"{what}: silence given to the audio branch (missing_audio=silence)")
         elif np.abs(audio).max() < rec.params.silence_peak:
             notes.append(f"silent audio: peak {np.abs(audio).max():.2e} of full scale")
-    media = Media(frames, fps, audio, int(rate), notes, times)
+    media = Media(frames, fps, audio, int(rate), notes, times, video_seconds)
     if frames is not None and audio is not None:
         audio_seconds = len(audio) / rate
         if abs(media.seconds - audio_seconds) > mismatch:
@@ -344,8 +354,7 @@ class Windows:
     """
 
     def __init__(self, rec: Recognizer, window: float, hop: float, audio_rate: int | None = None):
-        if window <= 0 or hop <= 0:
-            raise ValueError(f"window={window} and hop={hop} must be positive seconds")
+        rec.check_window(window, hop)
         self.rec, self.window, self.hop, self.audio_rate = rec, float(window), float(hop), audio_rate
         self.tracker = video_io.FaceTracker(rec.detector) if rec.detector is not None else None
         self.times: list[float] = []

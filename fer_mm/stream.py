@@ -80,7 +80,7 @@ class AVSource:
                     continue
                 for frame in frames:
                     if isinstance(frame, av.VideoFrame):
-                        t = frame.time - video_start if frame.time is not None else n / self.fps
+                        t = video_io.frame_time(frame, video_start, n, self.fps)
                         n += 1
                         if self.realtime:
                             time.sleep(max(0.0, wall + t - time.perf_counter()))

@@ -162,6 +162,11 @@ def test_checkpoint_argument_errors(trained, tmp_path):
         resolve_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="runtime='tensorrt'"):
         Recognizer(trained["ar5_fusion"][0], runtime="tensorrt")
+    (tmp_path / "noise.ckpt").write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(ValueError, match="noise.ckpt: not a readable fer-mm checkpoint"):
+        Recognizer(tmp_path / "noise.ckpt")
+    with pytest.raises(ValueError, match="detector=nosuch: .*unknown detector"):
+        Recognizer(trained["ar5_fusion"][0], detector="nosuch")
 
 
 def test_an_older_checkpoint_takes_its_preprocessing_from_its_run_folder(trained, tmp_path):

@@ -250,6 +250,17 @@ def _score(found: np.ndarray, truth: np.ndarray | None, iou: float) -> tuple[boo
     return bool((box_iou(found, truth) >= iou).any()), bool(inside.any()), int((~inside).sum())
 
 
+def _score_frames(detector, frames: list, iou: float) -> tuple[np.ndarray, float]:
+    """``[frames, 3]`` of :func:`_score` per (gray, true box) frame, and the median ms per frame."""
+    hits, times = [], []
+    for gray, truth in frames:
+        t0 = time.perf_counter()
+        found = detector(gray)
+        times.append(time.perf_counter() - t0)
+        hits.append(_score(found, truth, iou))
+    return np.array(hits, dtype=np.float64), 1000 * float(np.median(times))
+
+
 def recall_table(detectors: dict, n: int = 40, seed: int = 0, conditions=CONDITIONS, iou: float = 0.5) -> list[dict]:
     """Recall per condition and detector on synthetic 640x480 frames, and milliseconds per frame.
 
@@ -265,17 +276,11 @@ def recall_table(detectors: dict, n: int = 40, seed: int = 0, conditions=CONDITI
         frames = [synthetic_frame(cond, rng, seed) for _ in range(n)]
         for name, detector in detectors.items():
             detector(frames[0][0])  # warm-up (lazy initialisation, thread pools)
-            hits, times = [], []
-            for gray, truth in frames:
-                t0 = time.perf_counter()
-                found = detector(gray)
-                times.append(time.perf_counter() - t0)
-                hits.append(_score(found, truth, iou))
-            h = np.array(hits, dtype=np.float64)
+            h, ms = _score_frames(detector, frames, iou)
             rows.append(dict(condition=cond.name, detector=name,
                              recall_iou=None if cond.width is None else float(h[:, 0].mean()),
                              recall_centre=None if cond.width is None else float(h[:, 1].mean()),
-                             false_per_frame=float(h[:, 2].mean()), ms=1000 * float(np.median(times))))
+                             false_per_frame=float(h[:, 2].mean()), ms=ms))
     return rows
 
 
@@ -304,16 +309,9 @@ def twin_table(root, detectors: dict, clips: int = 8, frames_per_clip: int = 10)
         frames += [(video[i], truth) for i in sample_frame_indices(len(video), frames_per_clip)]
     rows = []
     for name, detector in detectors.items():
-        hits, times = [], []
-        for gray, truth in frames:
-            t0 = time.perf_counter()
-            found = detector(gray)
-            times.append(time.perf_counter() - t0)
-            hits.append(_score(found, truth, 0.5))
-        h = np.array(hits, dtype=np.float64)
+        h, ms = _score_frames(detector, frames, 0.5)
         rows.append(dict(detector=name, frames=len(frames), recall_iou=float(h[:, 0].mean()),
-                         recall_centre=float(h[:, 1].mean()), false_per_frame=float(h[:, 2].mean()),
-                         ms=1000 * float(np.median(times))))
+                         recall_centre=float(h[:, 1].mean()), false_per_frame=float(h[:, 2].mean()), ms=ms))
     return rows
 
 

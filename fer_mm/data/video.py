@@ -116,6 +116,11 @@ def stream_start(stream) -> float:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
 
 
+def frame_time(frame, start: float, index: int, fps: float) -> float:
+    """A decoded frame's time from its stream's start (the index over the frame rate where it has none)."""
+    return frame.time - start if frame.time is not None else index / fps
+
+
 def declared_seconds(container, stream) -> float | None:
     """The length a container states for one stream: its own duration, else (Matroska) its
     DURATION tag, else the container's, which may include longer streams."""
@@ -142,7 +147,7 @@ def decode_gray(path: str) -> DecodedVideo:
         frames, times = [], []
         for i, f in enumerate(container.decode(stream)):
             frames.append(f.to_ndarray(format="gray"))
-            times.append(f.time - start if f.time is not None else i / fps)
+            times.append(frame_time(f, start, i, fps))
         declared = declared_seconds(container, stream)
     if not frames:
         raise ValueError("the video holds no decodable frames")
