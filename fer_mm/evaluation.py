@@ -10,6 +10,13 @@ with the same :func:`scores`, so a number in a report equals the one logged in t
 - ``uar``: unweighted average recall, the mean of the per-class recalls (macro recall).
 - ``f1``: macro F1, the mean of the per-class F1 scores.
 Class means run over the classes present in the labels (a test actor may lack one).
+
+The tasks beside emotion (:func:`task_scores`, :class:`TaskMetric`), over the clips whose target
+is known:
+- ``gender_acc``: share of clips whose gender is predicted right;
+- ``age_mae``: mean absolute error of the predicted age, in years;
+- ``au_f1``: F1 of each action unit (present when its probability is over 0.5), and their mean
+  over the units present in the labels (``au_f1`` in the logs).
 """
 
 from __future__ import annotations
@@ -74,11 +81,15 @@ class ConfusionMetric(Metric):
 
 
 def predictions_table(clips: pd.DataFrame, labels: np.ndarray, probs: np.ndarray,
-                      class_names: Sequence[str]) -> pd.DataFrame:
+                      class_names: Sequence[str], tasks: dict | None = None) -> pd.DataFrame:
     """One row per clip: its identity, true and predicted label, and each class's probability.
 
     ``clips`` holds the clips' rows (name, actor, sentence, level) in the order of ``labels``
     and ``probs``; the table is sorted by name, so two runs' tables compare row by row.
+    ``tasks``: the other tasks' targets and outputs in the same order (``gender`` / ``age`` /
+    ``au``: ``(truth, output)`` with gender as P(male), age in years, AUs as probabilities, and
+    ``au_ids``), which add the columns ``gender, p_male, pred_gender``, ``age, pred_age`` and
+    ``au<k>, p_au<k>`` per action unit.
     """
     pred = probs.argmax(1)
     table = pd.DataFrame(dict(name=clips["name"].to_numpy(), actor=clips["actor"].to_numpy(),
@@ -87,20 +98,113 @@ def predictions_table(clips: pd.DataFrame, labels: np.ndarray, probs: np.ndarray
                               pred=pred, pred_name=[class_names[i] for i in pred]))
     for i, name in enumerate(class_names):
         table[f"p_{name}"] = probs[:, i].round(6)
+    tasks = tasks or {}
+    if "gender" in tasks:
+        truth, p_male = tasks["gender"]
+        table["gender"], table["p_male"], table["pred_gender"] = truth, np.round(p_male, 6), (p_male > 0.5).astype(int)
+    if "age" in tasks:
+        truth, age = tasks["age"]
+        table["age"], table["pred_age"] = truth, np.round(age, 3)
+    if "au" in tasks:
+        truth, p_au = tasks["au"]
+        for j, au in enumerate(tasks["au_ids"]):
+            table[f"au{au}"], table[f"p_au{au}"] = truth[:, j], np.round(p_au[:, j], 6)
     return table.sort_values("name").reset_index(drop=True)
+
+
+def au_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each action unit's F1 from its counts, and their mean over the units present in the labels."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    present = (tp + fn) > 0
+    return f1, float(f1[present].mean()) if present.any() else float("nan")
+
+
+def task_scores(predictions: pd.DataFrame) -> dict:
+    """The other tasks' scores from a predictions table (the tasks whose columns it has), over the
+    clips whose target is known; ``baseline`` figures are filled in by the caller where known."""
+    out = {}
+    if "pred_gender" in predictions:
+        known = predictions["gender"] >= 0
+        hits = (predictions["pred_gender"] == predictions["gender"])[known]
+        out["gender"] = dict(acc=float(hits.mean()) if known.any() else float("nan"), n=int(known.sum()))
+    if "pred_age" in predictions:
+        known = predictions["age"].notna()
+        errors = (predictions["pred_age"] - predictions["age"])[known].abs()
+        out["age"] = dict(mae=float(errors.mean()) if known.any() else float("nan"), n=int(known.sum()))
+    ids = [c[4:] for c in predictions.columns if c.startswith("p_au")]
+    if ids:
+        truth = predictions[[f"au{a}" for a in ids]].to_numpy(np.float64)
+        pred = predictions[[f"p_au{a}" for a in ids]].to_numpy(np.float64) > 0.5
+        known = ~np.isnan(truth)
+        present = known & (truth > 0.5)
+        tp, fp, fn = ((present & pred).sum(0), (known & ~present & pred).sum(0), (present & ~pred).sum(0))
+        f1, macro = au_f1(tp, fp, fn)
+        out["au"] = dict(f1_macro=macro, f1={f"AU{a}": round(float(v), 6) for a, v in zip(ids, f1)},
+                         support={f"AU{a}": int(n) for a, n in zip(ids, present.sum(0))}, n=int(known.all(1).sum()))
+    return out
+
+
+class TaskMetric(Metric):
+    """A stage's sums for the other tasks (gender hits, age errors, action-unit counts), over batches
+    and processes; ``compute`` gives ``gender_acc``, ``age_mae`` and ``au_f1`` as :func:`task_scores` does."""
+
+    full_state_update = False
+
+    def __init__(self, n_aus: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("gender_hits", "gender_n", "age_error", "age_n"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        for name in ("au_tp", "au_fp", "au_fn"):
+            self.add_state(name, default=torch.zeros(n_aus, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, outputs: dict, batch: dict) -> None:
+        if "gender" in outputs:
+            known = batch["gender"] >= 0
+            self.gender_hits += (outputs["gender"].argmax(1) == batch["gender"])[known].sum()
+            self.gender_n += known.sum()
+        if "age" in outputs:
+            known = ~torch.isnan(batch["age"])
+            self.age_error += (outputs["age"].float() - batch["age"])[known].abs().sum()
+            self.age_n += known.sum()
+        if "au" in outputs:
+            truth, pred = batch["au"], outputs["au"] > 0  # logit > 0: probability > 0.5
+            known = ~torch.isnan(truth)
+            present = known & (truth > 0.5)
+            self.au_tp += (present & pred).sum(0)
+            self.au_fp += (known & ~present & pred).sum(0)
+            self.au_fn += (present & ~pred).sum(0)
+
+    def compute(self) -> dict:
+        out = {}
+        if self.gender_n > 0:
+            out["gender_acc"] = self.gender_hits / self.gender_n
+        if self.age_n > 0:
+            out["age_mae"] = self.age_error / self.age_n
+        if len(self.au_tp) and (self.au_tp + self.au_fn).sum() > 0:
+            out["au_f1"] = torch.tensor(au_f1(self.au_tp.cpu().numpy(), self.au_fp.cpu().numpy(),
+                                              self.au_fn.cpu().numpy())[1])
+        return out
 
 
 def probability_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("p_")]
 
 
-def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged: dict, **fields) -> dict:
+def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged: dict,
+               baselines: dict | None = None, **fields) -> dict:
     """The ``metrics.json`` of a fold: the test metrics the system logged, and the fields given.
+
+    With other tasks' columns in ``predictions``, ``tasks`` holds their scores (:func:`task_scores`)
+    and each one's ``baseline`` from ``baselines`` (what a model that ignores the input scores).
 
     The per-class recall and the confusion matrix come from ``predictions``; the report
     recomputes the logged scores from the same table (a test checks that they agree).
     """
     s = prediction_scores(predictions, len(class_names))
+    tasks = task_scores(predictions)
+    for task, baseline in (baselines or {}).items():
+        tasks[task]["baseline"] = baseline
     return dict(
         schema_version=SCHEMA_VERSION,
         **fields,
@@ -108,6 +212,7 @@ def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged:
         per_class_recall=dict(zip(class_names, np.round(s["per_class_recall"], 6).tolist())),
         confusion=s["confusion"],
         class_names=list(class_names),
+        **({"tasks": tasks} if tasks else {}),
     )
 
 

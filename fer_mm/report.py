@@ -29,7 +29,7 @@ from scipy import stats
 from fer_mm.data.crema_d import parse_name
 from fer_mm.data.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
 from fer_mm.data.synthetic import TWIN_VERSION
-from fer_mm.evaluation import prediction_scores, read_run_record
+from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
 from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
 
@@ -79,7 +79,7 @@ def twin_generation(record: dict) -> dict | None:
     """The twin's ``{seed, difficulty}`` a fold ran on (from its record's ``twin``), or None on real
     data and on twins of another generator version, whose ceilings this code cannot compute."""
     spec = record.get("twin")
-    if not spec or spec.get("version") != TWIN_VERSION:
+    if not spec or spec.get("version") != TWIN_VERSION or spec.get("kind") != "fer-mm synthetic CREMA-D twin":
         return None
     return dict(seed=spec["seed"], difficulty=resolve_difficulty(spec["difficulty"]))
 
@@ -148,6 +148,8 @@ def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
     return dict(
         experiment=exp.key, name=exp.name, protocol=exp.protocol, config_hash=exp.config_hash,
         modalities=first["modalities"], label=first["label"], dataset=first["dataset"],
+        class_names=first["class_names"], subject_independent=_independence([exp.folds[f] for f in folds]),
+        tasks=_task_summary(exp, folds),
         selected_on_validation=all(exp.folds[f]["selected_by"].endswith("on validation actors") for f in folds),
         folds_found=len(folds), folds_expected=len(expected), missing_folds=sorted(set(expected) - set(exp.folds)),
         pooled=acc, twin=exp.twin,
@@ -156,6 +158,26 @@ def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
         fold_acc_mean=float(accs.mean()), fold_acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
         per_fold_acc={int(k): v for k, v in per_fold.items()},
     )
+
+
+def _independence(records: list[dict]) -> bool | None:
+    """True where every fold kept its subjects apart, False where one did not, None where unknown."""
+    values = [r.get("speaker_independent") for r in records]
+    return False if False in values else None if None in values else True
+
+
+def _task_summary(exp: Experiment, folds: list[int]) -> dict:
+    """The other tasks' scores pooled over the folds and per fold, each with its input-blind baseline
+    (pooled: the folds' baselines weighted by their clips)."""
+    per_fold = {f: exp.folds[f].get("tasks", {}) for f in folds}
+    if not any(per_fold.values()):
+        return {}
+    pooled = task_scores(pd.concat([exp.predictions[f] for f in folds], ignore_index=True))
+    for task, scores in pooled.items():
+        weighted = [(t[task]["baseline"], t[task]["n"]) for t in per_fold.values() if "baseline" in t.get(task, {})]
+        if weighted and len(weighted) == len(folds):
+            scores["baseline"] = float(sum(b * n for b, n in weighted) / max(sum(n for _, n in weighted), 1))
+    return dict(pooled=pooled, per_fold={int(f): t for f, t in per_fold.items()})
 
 
 def twin_ceiling(pooled: pd.DataFrame, twin: dict, modalities: list[str]) -> dict:
@@ -269,6 +291,20 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
+def _independence_text(summaries: list[dict]) -> str:
+    groups = {v: sorted(s["experiment"] for s in summaries if s["subject_independent"] is v) for v in (True, False, None)}
+    if not groups[False] and not groups[None]:
+        return "All protocols are speaker-independent; "
+    text = []
+    if groups[True]:
+        text.append(f"speaker/subject-independent: {', '.join(groups[True])}")
+    if groups[None]:
+        text.append(f"subject independence unknown (the data has no subject ids): {', '.join(groups[None])}")
+    if groups[False]:
+        text.append(f"NOT subject-independent (each image its own subject): {', '.join(groups[False])}")
+    return "; ".join(text) + ". In all, "
+
+
 def _selection(summaries: list[dict]) -> str:
     other = sorted({s["experiment"] for s in summaries if not s["selected_on_validation"]})
     if not other:
@@ -282,7 +318,7 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
     lines += [f"Labels: {summaries[0]['label']}. Data: "
               + (f"{DATASET_TITLES[datasets.pop()]}." if len(datasets) == 1 else
                  "mixed: " + ", ".join(DATASET_TITLES[d] for d in sorted(datasets)) + "."),
-              "All protocols are speaker-independent; " + _selection(summaries), "",
+              _independence_text(summaries) + _selection(summaries), "",
               "## Experiments", "",
               "| experiment | protocol | config | inputs | folds | pooled acc % | ceiling % (± se) | gap (pp) "
               "| Bayes rule on these clips % | fold acc % (mean ± sd) | UAR % | macro F1 % |",
@@ -303,10 +339,14 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
     missing = [s for s in summaries if s["missing_folds"]]
     for s in missing:
         lines.append(f"\nMissing folds of {s['experiment']} ({s['protocol']}): {s['missing_folds']}")
-    lines += ["", "## Per-class recall (pooled, %)", "",
-              "| experiment | " + " | ".join(EMOTION_NAMES) + " |", "| --- |" + " ---: |" * len(EMOTION_NAMES)]
-    for s in summaries:
-        lines.append(f"| {s['experiment']} | " + " | ".join(_pct(r) for r in s["pooled"]["per_class_recall"]) + " |")
+    lines += ["", "## Per-class recall (pooled, %)"]
+    for names in dict.fromkeys(tuple(s["class_names"]) for s in summaries):  # one table per label set
+        lines += ["", "| experiment | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+        for s in summaries:
+            if tuple(s["class_names"]) == names:
+                lines.append(f"| {s['experiment']} | " + " | ".join(_pct(r) for r in s["pooled"]["per_class_recall"])
+                             + " |")
+    lines += _task_lines(summaries)
     if comparisons:
         lines += ["", "## Comparisons (B minus A, on the folds both have; richer minus poorer: B is the one whose inputs "
                   "contain the other's, unless --compare set the order)", "",
@@ -335,7 +375,41 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
     return "\n".join(lines) + "\n"
 
 
-def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
+def _task_lines(summaries: list[dict]) -> list[str]:
+    """The other tasks' tables: gender and age pooled and per fold, against their input-blind baselines,
+    and the F1 of each action unit."""
+    with_tasks = [s for s in summaries if s["tasks"]]
+    if not with_tasks:
+        return []
+    lines = ["", "## Other tasks", "",
+             "Gender and age are constant per subject; they are read from unseen subjects only because no test "
+             "subject is in training. Baseline: what a model that ignores its input scores (the training clips' "
+             "most common gender; their mean age).", "",
+             "| experiment | fold | gender acc % | baseline % | age MAE (years) | baseline | AU F1 % (mean over AUs) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+
+    def cells(t: dict) -> str:
+        g, a, u = t.get("gender", {}), t.get("age", {}), t.get("au", {})
+        mae = lambda x: "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"  # noqa: E731
+        return (f"{_pct(g.get('acc'))} | {_pct(g.get('baseline'))} | {mae(a.get('mae'))} | {mae(a.get('baseline'))} | "
+                f"{_pct(u.get('f1_macro'))} |")
+
+    for s in with_tasks:
+        lines.append(f"| {s['experiment']} | pooled | " + cells(s["tasks"]["pooled"]))
+        for fold, t in sorted(s["tasks"]["per_fold"].items()):
+            lines.append(f"| | {fold} | " + cells(t))
+    for s in with_tasks:
+        au = s["tasks"]["pooled"].get("au")
+        if au:
+            names = list(au["f1"])
+            lines += ["", f"Action units of {s['experiment']}, pooled: F1 % (test images showing the AU)", "",
+                      "| " + " | ".join(names) + " |", "|" + " ---: |" * len(names),
+                      "| " + " | ".join(f"{_pct(au['f1'][n]) if au['support'][n] else '-'} ({au['support'][n]})"
+                                        for n in names) + " |"]
+    return lines
+
+
+def plot_confusion(cm: np.ndarray, title: str, path: Path, class_names=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -347,10 +421,11 @@ def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
     for i, j in itertools.product(range(len(cm)), repeat=2):
         ax.text(j, i, f"{100 * rates[i, j]:.0f}\n({cm[i, j]})", ha="center", va="center", fontsize=7,
                 color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(cm)), EMOTION_NAMES, rotation=45)
-    ax.set_yticks(range(len(cm)), EMOTION_NAMES)
+    names = list(class_names) if class_names is not None else list(EMOTION_NAMES)
+    ax.set_xticks(range(len(cm)), names, rotation=45)
+    ax.set_yticks(range(len(cm)), names)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("acted")
+    ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -374,11 +449,18 @@ def plot_fold_accuracy(summaries: list[dict], path: Path) -> None:
     ax.set_xlabel("fold")
     ax.set_ylabel("test accuracy %")
     ax.set_ylim(0, 100)
-    ax.axhline(100 / len(EMOTIONS), color="grey", lw=0.8, ls="--", label="chance")
+    _chance(ax, summaries)
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _chance(ax, summaries: list[dict]) -> None:
+    """A chance line where all experiments share one number of classes."""
+    sizes = {len(s["class_names"]) for s in summaries}
+    if len(sizes) == 1:
+        ax.axhline(100 / sizes.pop(), color="grey", lw=0.8, ls="--", label="chance")
 
 
 def plot_ceilings(summaries: list[dict], path: Path) -> None:
@@ -400,7 +482,7 @@ def plot_ceilings(summaries: list[dict], path: Path) -> None:
         label = None  # one legend entry
         ax.annotate(f"gap {100 * s['gap_to_ceiling']:.1f}", (k, 100 * s["ceiling"]), xytext=(0, 3),
                     textcoords="offset points", ha="center", fontsize=7)
-    ax.axhline(100 / len(EMOTIONS), color="grey", lw=0.8, ls="--", label="chance")
+    _chance(ax, summaries)
     ax.set_xticks(x, [f"{s['experiment']}\n({'+'.join(s['modalities'])})" for s in summaries], fontsize=7)
     ax.set_ylabel("test accuracy %")
     ax.set_ylim(0, 105)
@@ -452,7 +534,7 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
     for s, exp in zip(summaries, experiments.values()):
         name = f"confusion_{exp.slug}.png"
         plot_confusion(np.array(s["pooled"]["confusion"]), f"{exp.key}: pooled over {s['folds_found']} folds",
-                       out_dir / name)
+                       out_dir / name, s["class_names"])
         images[f"confusion matrix, {exp.key}"] = name
     plot_fold_accuracy(summaries, out_dir / "per_fold_accuracy.png")
     images["per-fold test accuracy"] = "per_fold_accuracy.png"

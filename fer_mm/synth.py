@@ -6,6 +6,12 @@ OUT_DIR defaults to the folder ``data=synthetic`` uses for the same parameters
 is the one training finds. ``--ceilings-only`` prints the ceilings without writing clips. The
 ceilings are the best accuracy a model can expect from what each modality displays, knowing
 each clip's actor and sentence (see fer_mm/data/displays.py).
+
+``--dataset fer2013`` or ``--dataset ckplus`` writes a twin of that image set instead
+(fer_mm/data/image_twins.py), by default to the folder ``data=fer2013`` / ``data=ckplus`` read for
+the same parameters (``datasets/fer2013_twin/120x25_d0.3_seed0``, ``datasets/ckplus_twin/24_seed0``);
+``--subjects N`` sets its size, and for FER2013
+``--difficulty`` is the share of images that display another class than their label (default 0.3).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import time
 from pathlib import Path
 
 from fer_mm.data.displays import DIFFICULTY_PRESETS, ceiling_key
+from fer_mm.data.image_twins import ckplus_spec, fer2013_spec, generate_ckplus, generate_fer2013
+from fer_mm.data.images import twin_folder
 from fer_mm.data.synthetic import generate, twin_spec
 from fer_mm.runs import register_resolvers
 from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
@@ -43,6 +51,18 @@ def default_root(actors: int, sentences: int, seed: int, difficulty) -> Path:
         return Path(compose("preprocess", overrides=overrides).data.root)
 
 
+def data_dir() -> Path:
+    """The data folder (``paths.data_dir`` of the composed config), where the image twins go by default."""
+    from hydra import compose, initialize
+
+    register_resolvers()
+    with initialize(version_base="1.3", config_path="../conf"):
+        return Path(compose("preprocess").paths.data_dir)
+
+
+IMAGE_TWINS = {"fer2013": ("fer2013_twin", 120), "ckplus": ("ckplus_twin", 24)}  # default folder, subjects
+
+
 def describe(spec: dict) -> str:
     c = spec["ceilings"]
     weights = ", ".join(f"{m} {w:g}" for m, w in spec["difficulty"].items())
@@ -53,20 +73,83 @@ def describe(spec: dict) -> str:
                      + [f"  {name:<11} {100 * value:6.2f}%" for name, value in rows])
 
 
+def describe_fer2013(spec: dict) -> str:
+    return (f"difficulty {spec['difficulty']:g} (images displaying another class than their label); Bayes ceiling "
+            f"{100 * spec['ceiling']:.2f}% on all images, {100 * spec['ceilings']['PrivateTest']:.2f}% on PrivateTest "
+            f"(the best accuracy a model can expect)")
+
+
+def _image_twin(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The FER2013 or CK+ twin: checked, written unless ``--ceilings-only``, and described."""
+    folder, subjects = IMAGE_TWINS[args.dataset]
+    subjects = subjects if args.subjects is None else args.subjects
+    try:
+        if args.dataset == "fer2013":
+            try:
+                difficulty = 0.3 if args.difficulty is None else float(args.difficulty)
+            except (TypeError, ValueError):
+                parser.error(f"--dataset fer2013 --difficulty {args.difficulty}: give a share in [0, 1], e.g. 0.3")
+            spec = fer2013_spec(subjects, seed=args.seed, difficulty=difficulty)
+        else:
+            if args.ceilings_only or args.difficulty is not None:
+                parser.error("--ceilings-only and --difficulty are for crema_d and fer2013: CK+ has no difficulty")
+            spec = ckplus_spec(subjects, seed=args.seed)
+    except ValueError as err:
+        parser.error(f"--dataset {args.dataset}: {err}")
+    if not args.ceilings_only:
+        params = dict(subjects=subjects, seed=args.seed)
+        if args.dataset == "fer2013":
+            params.update(images_per_subject=spec["images_per_subject"], difficulty=spec["difficulty"])
+        out = args.out_dir or data_dir() / folder / twin_folder(args.dataset, params)  # where data=<dataset> looks
+        t0 = time.time()
+        try:
+            if args.dataset == "fer2013":
+                generate_fer2013(out, subjects, seed=args.seed, difficulty=spec["difficulty"], workers=args.workers)
+            else:
+                generate_ckplus(out, subjects, seed=args.seed, workers=args.workers)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        if args.dataset == "fer2013":
+            parts = ", ".join(f"{usage} {n}" for usage, n in spec["images"].items())
+            print(f"wrote {sum(spec['images'].values())} images of {subjects} subjects ({parts}) to {out} "
+                  f"in {time.time() - t0:.0f} s")
+        else:
+            print(f"wrote {spec['sequences']} sequences ({spec['labelled_sequences']} labelled, {spec['frames']} frames) "
+                  f"of {subjects} subjects to {out} in {time.time() - t0:.0f} s")
+    if args.dataset == "fer2013":
+        print(describe_fer2013(spec))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer_mm.synth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", nargs="?", type=Path, default=None,
-                        help="folder to write VideoFlash/, AudioWAV/, VideoDemographics.csv, SYNTHETIC.json and "
-                             "displays.csv into")
-    parser.add_argument("--actors", type=int, default=12, help="first N of the 91 actors (default 12)")
-    parser.add_argument("--sentences", type=int, default=4, help="first N of the 12 sentences, IEO first (default 4)")
+                        help="folder to write the twin into (crema_d: VideoFlash/, AudioWAV/, VideoDemographics.csv, "
+                             "SYNTHETIC.json and displays.csv); default: under the data folder, see above")
+    parser.add_argument("--dataset", choices=("crema_d", *IMAGE_TWINS), default="crema_d",
+                        help="which set to twin (default crema_d)")
+    parser.add_argument("--actors", type=int, default=None, help="crema_d: first N of the 91 actors (default 12)")
+    parser.add_argument("--sentences", type=int, default=None,
+                        help="crema_d: first N of the 12 sentences, IEO first (default 4)")
+    parser.add_argument("--subjects", type=int, default=None,
+                        help="fer2013, ckplus: synthetic subjects (default 120 for fer2013, 24 for ckplus)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--difficulty", type=_difficulty, default="published",
-                        help=f"{', '.join(DIFFICULTY_PRESETS)} or audio=W,video=W (default published)")
+    parser.add_argument("--difficulty", type=_difficulty, default=None,
+                        help=f"crema_d: {', '.join(DIFFICULTY_PRESETS)} or audio=W,video=W (default published); "
+                             f"fer2013: the share of images displaying another class, 0..1 (default 0.3)")
     parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     parser.add_argument("--ceilings-only", action="store_true", help="print the ceilings, write nothing")
     args = parser.parse_args(argv)
+    if args.dataset != "crema_d":
+        if args.actors is not None or args.sentences is not None:
+            parser.error(f"--actors and --sentences are for crema_d; --dataset {args.dataset} takes --subjects")
+        _image_twin(parser, args)
+        return
+    if args.subjects is not None:
+        parser.error("--subjects is for fer2013 and ckplus; crema_d takes --actors and --sentences")
+    args.actors = 12 if args.actors is None else args.actors
+    args.sentences = 4 if args.sentences is None else args.sentences
+    args.difficulty = "published" if args.difficulty is None else args.difficulty
     try:
         spec = twin_spec(args.actors, args.sentences, args.seed, args.difficulty)
     except ValueError as err:

@@ -8,9 +8,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from fer_mm.evaluation import METRIC_NAMES, ConfusionMetric
+from fer_mm.evaluation import METRIC_NAMES, ConfusionMetric, TaskMetric
 from fer_mm.models import get_model
 from fer_mm.models.inputs import ModelInputs
+from fer_mm.models.multitask import MultiTaskModel
 
 STAGES = ("train", "val", "test")
 
@@ -31,12 +32,17 @@ class EmotionSystem(pl.LightningModule):
         scheduler: optional partial LR scheduler, completed with the optimizer.
         class_weights: optional cross-entropy weights, one per class.
         init_from: optional checkpoint whose model weights are loaded first (AR4's second stage).
+        tasks: other tasks learnt with emotion, each with its loss ``weight``: ``gender``
+            (cross-entropy), ``age`` (L1 in years), ``au`` (binary cross-entropy per action
+            unit; ``ids`` lists them), plus ``emotion`` for the emotion loss's weight (default 1);
+            ``hidden`` sets the heads' hidden width (see :class:`MultiTaskModel`). Clips whose
+            target is unknown count in no loss or metric of that task.
     """
 
     def __init__(self, net: dict, inputs: dict | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, class_weights: Sequence[float] | None = None,
-                 init_from: str | None = None):
+                 init_from: str | None = None, tasks: dict | None = None):
         super().__init__()
         # init_from is left out: a checkpoint holds its weights already and must load on its own
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
@@ -45,6 +51,13 @@ class EmotionSystem(pl.LightningModule):
             raise ValueError("model.net.frames is not a setting: the frame count is model.inputs.frames")
         self.num_classes = int(net.get("num_classes", 6))
         self.net = get_model(net.pop("name"), frames=int(inputs.get("frames", 20)), **net)
+        tasks = {task: dict(spec or {}) for task, spec in (tasks or {}).items()}
+        self.loss_weights = {"emotion": float(tasks.pop("emotion", {}).get("weight", 1.0))}
+        if tasks:
+            hidden = {int(spec.pop("hidden")) for spec in tasks.values() if "hidden" in spec} or {64}
+            self.loss_weights.update({task: float(spec.get("weight", 1.0)) for task, spec in tasks.items()})
+            self.net = MultiTaskModel(self.net, tasks, hidden=hidden.pop())
+        self.au_ids = [int(a) for a in tasks["au"]["ids"]] if "au" in tasks else []
         self.inputs = ModelInputs(self.net.modalities, **inputs)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights is not None else None
@@ -55,6 +68,7 @@ class EmotionSystem(pl.LightningModule):
             self._load_net_weights(init_from)
         for stage in STAGES:  # one per stage, as Lightning wants metric objects
             setattr(self, f"{stage}_confusion", ConfusionMetric(self.num_classes))
+            setattr(self, f"{stage}_tasks", TaskMetric(len(self.au_ids)))
         self.test_outputs: list[dict[str, torch.Tensor]] = []
 
     def _load_net_weights(self, path: str) -> None:
@@ -72,22 +86,45 @@ class EmotionSystem(pl.LightningModule):
     def modalities(self) -> tuple[str, ...]:
         return self.net.modalities
 
+    @property
+    def targets(self) -> dict:
+        """The other tasks whose targets batches must carry (the datamodule's ``targets``)."""
+        return {task: (self.au_ids if task == "au" else None) for task in self.loss_weights if task != "emotion"}
+
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits of a batch of raw clip tensors (noise on the audio only in training mode)."""
         return self.net(**self.inputs(batch, augment=self.training))
 
-    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch)
-        loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
+    def outputs(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Every task's output: ``emotion`` logits, and ``gender`` / ``age`` / ``au`` where the model has them."""
+        inputs = self.inputs(batch, augment=self.training)
+        if isinstance(self.net, MultiTaskModel):
+            return self.net.forward_tasks(**inputs)
+        return {"emotion": self.net(**inputs)}
+
+    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, dict]:
+        outputs = self.outputs(batch)
+        logits, n = outputs["emotion"], len(batch["label"])
+        loss = self.loss_weights["emotion"] * F.cross_entropy(logits, batch["label"], weight=self.class_weights)
+        for task, weight in self.loss_weights.items():
+            if task != "emotion":
+                task_loss = _task_loss(task, outputs[task], batch[task])
+                self.log(f"{stage}/{task}_loss", task_loss, on_step=False, on_epoch=True, batch_size=n)
+                loss = loss + weight * task_loss
         self._confusion(stage).update(logits.detach(), batch["label"])
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(batch["label"]))
-        return loss, logits
+        if len(self.loss_weights) > 1:
+            getattr(self, f"{stage}_tasks").update({k: v.detach() for k, v in outputs.items()}, batch)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=n)
+        return loss, outputs
 
     def _log_scores(self, stage: str) -> None:
         s = self._confusion(stage).compute()
         self.log_dict({f"{stage}/{k}": s[k] for k in METRIC_NAMES}, prog_bar=stage == "val")
         self._confusion(stage).reset()
+        if len(self.loss_weights) > 1:
+            tasks = getattr(self, f"{stage}_tasks")
+            self.log_dict({f"{stage}/{k}": v for k, v in tasks.compute().items()})
+            tasks.reset()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
@@ -96,9 +133,16 @@ class EmotionSystem(pl.LightningModule):
         self._step(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        _, logits = self._step(batch, "test")
-        self.test_outputs.append(dict(index=batch["index"].cpu(), label=batch["label"].cpu(),
-                                      probs=logits.float().softmax(1).cpu()))
+        _, outputs = self._step(batch, "test")
+        kept = dict(index=batch["index"].cpu(), label=batch["label"].cpu(),
+                    probs=outputs["emotion"].float().softmax(1).cpu())
+        if "gender" in outputs:
+            kept["p_male"] = outputs["gender"].float().softmax(1)[:, 1].cpu()
+        if "age" in outputs:
+            kept["age"] = outputs["age"].float().cpu()
+        if "au" in outputs:
+            kept["p_au"] = outputs["au"].float().sigmoid().cpu()
+        self.test_outputs.append(kept)
 
     def on_train_epoch_end(self) -> None:
         self._log_scores("train")
@@ -109,6 +153,7 @@ class EmotionSystem(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_outputs.clear()
         self.test_confusion.reset()
+        self.test_tasks.reset()
 
     def on_test_epoch_end(self) -> None:
         self._log_scores("test")
@@ -124,3 +169,17 @@ class EmotionSystem(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
                                                          "interval": "epoch"}}
+
+
+def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A task's mean loss over the clips whose target is known (-1 gender, NaN age or action unit:
+    unknown); masked rather than indexed, so the device never waits on the host."""
+    if task == "gender":
+        known = target >= 0
+        each = F.cross_entropy(output.float(), target.clamp(min=0), reduction="none")
+    else:
+        known = ~torch.isnan(target)
+        safe = torch.where(known, target, torch.zeros_like(target))
+        each = F.l1_loss(output.float(), safe, reduction="none") if task == "age" else \
+            F.binary_cross_entropy_with_logits(output.float(), safe, reduction="none")
+    return (each * known).sum() / known.sum().clamp(min=1)

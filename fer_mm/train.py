@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from fer_mm.evaluation import predictions_table, read_run_record, run_record, write_run_record
 from fer_mm.files import write_atomic
 from fer_mm.runs import config_hash, register_resolvers, result_config
-from fer_mm.vocab import LABEL_SOURCE
 
 log = logging.getLogger("fer_mm.train")
 register_resolvers()
@@ -80,8 +79,12 @@ def train(cfg: DictConfig) -> dict:
 
     balanced = cfg.model.class_weights == "balanced"
     system = hydra.utils.instantiate(cfg.model, class_weights=None if balanced else cfg.model.class_weights)
-    datamodule = hydra.utils.instantiate(cfg.data, clip_spec=system.inputs.clip_spec)
+    datamodule = hydra.utils.instantiate(cfg.data, clip_spec=system.inputs.clip_spec, targets=system.targets)
     datamodule.prepare_data()
+    if system.num_classes != len(datamodule.class_names):
+        raise ValueError(f"model.net.num_classes={system.num_classes}, but the data has {len(datamodule.class_names)} "
+                         f"classes ({', '.join(datamodule.class_names)}): set model.net.num_classes="
+                         f"{len(datamodule.class_names)}")
     datamodule.setup("fit")
     if balanced:  # known only once the split is made
         labels = datamodule.cache.clips["label"].to_numpy()[datamodule.rows["train"]]
@@ -106,20 +109,21 @@ def train(cfg: DictConfig) -> dict:
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     trainer.test(system, datamodule=datamodule, ckpt_path=best, verbose=False)
 
-    out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in ("index", "label", "probs")}
+    out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in system.test_outputs[0]}
     predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out["probs"],
-                                    datamodule.class_names)
+                                    datamodule.class_names, _task_columns(out, datamodule.target_arrays, system.au_ids))
     split = datamodule.split
     record = run_record(
         predictions=predictions, class_names=list(datamodule.class_names),
         logged={k: v for k, v in trainer.callback_metrics.items()},
+        baselines=_baselines(datamodule.target_arrays, datamodule.rows),
         experiment=cfg.task_name,
         fold=int(cfg.cv.fold),
         folds_total=datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()),
         protocol=cfg.cv.name,
         config_hash=run_hash,
-        speaker_independent=True,
-        label=LABEL_SOURCE,
+        speaker_independent=datamodule.subject_independent,
+        label=datamodule.label_source,
         dataset=datamodule.dataset_id,
         twin=datamodule.twin_spec,
         model=cfg.model.net.name,
@@ -143,10 +147,42 @@ def train(cfg: DictConfig) -> dict:
     return record
 
 
+def _task_columns(out: dict, targets: dict, au_ids: list[int]) -> dict:
+    """The other tasks' (truth, output) pairs for :func:`predictions_table`, in the test outputs' order."""
+    rows, columns = out["index"], {}
+    for task, output in (("gender", "p_male"), ("age", "age"), ("au", "p_au")):
+        if output in out:
+            columns[task] = (targets[task][rows], out[output])
+    return dict(columns, au_ids=au_ids) if columns else {}
+
+
+def _baselines(targets: dict, rows: dict) -> dict:
+    """What a model that ignores its input scores on the test clips: the training clips' most
+    common gender, and their mean age."""
+    out = {}
+    if "gender" in targets:
+        train, test = (targets["gender"][rows[p]] for p in ("train", "test"))
+        train, test = train[train >= 0], test[test >= 0]
+        if len(train) and len(test):
+            out["gender"] = float((test == np.bincount(train).argmax()).mean())
+    if "age" in targets:
+        train, test = (targets["age"][rows[p]] for p in ("train", "test"))
+        train, test = train[~np.isnan(train)], test[~np.isnan(test)]
+        if len(train) and len(test):
+            out["age"] = float(np.abs(test - train.mean()).mean())
+    return out
+
+
 def _print_summary(m: dict, run_dir: Path) -> None:
     print(f"\n{m['experiment']}  {m['protocol']} fold {m['fold']}  config {m['config_hash']}  test actors "
           f"{m['actors']['test']}  ({m['n_clips']['test']} clips, {m['label']})")
     print("  " + "  ".join(f"{k} {m[k]:.4f}" for k in ("test/acc", "test/uar", "test/f1", "test/loss") if k in m))
+    tasks = m.get("tasks", {})
+    if tasks:
+        parts = [f"gender acc {tasks['gender']['acc']:.4f}" if "gender" in tasks else "",
+                 f"age MAE {tasks['age']['mae']:.2f} years" if "age" in tasks else "",
+                 f"AU F1 {tasks['au']['f1_macro']:.4f}" if "au" in tasks else ""]
+        print("  " + "  ".join(p for p in parts if p))
     print(f"  checkpoint: {m['selected_by']}; run folder: {run_dir}\n")
 
 

@@ -17,9 +17,17 @@ MODALITIES = (VIDEO, AUDIO)
 # what a run record's ``dataset`` says: real CREMA-D, or the twin fer-mm generates
 CREMA_D = "crema_d"
 CREMA_D_TWIN = "crema_d_twin"
-DATASET_TITLES = {CREMA_D: "real CREMA-D", CREMA_D_TWIN: "the synthetic CREMA-D twin (not real CREMA-D)"}
+DATASET_TITLES = {CREMA_D: "real CREMA-D", CREMA_D_TWIN: "the synthetic CREMA-D twin (not real CREMA-D)",
+                  "fer2013": "FER2013", "fer2013_twin": "the synthetic FER2013 twin (not real FER2013)",
+                  "ckplus": "CK+", "ckplus_twin": "the synthetic CK+ twin (not real CK+)",
+                  "image_folder": "a folder of face images per class"}
 
 LABEL_SOURCE = "acted emotion (from the clip's file name)"
+IMAGE_LABEL_SOURCES = {
+    "fer2013": "FER2013's emotion column",
+    "ckplus": "CK+'s emotion files (the last frames of a labelled sequence) and neutral first frames",
+    "image_folder": "the image's class folder",
+}
 
 
 def ordered_modalities(modalities: Iterable[str], key: str) -> tuple[str, ...]:

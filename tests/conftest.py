@@ -92,3 +92,33 @@ def compose_run_config(output_dir: Path, overrides: list[str]):
 def make_cfg():
     """``make_cfg(output_dir, overrides)``: see :func:`compose_run_config`."""
     return compose_run_config
+
+
+# Tiny image twins (FER2013: 12 subjects x 8 faces; CK+: 6 subjects), made once per test session.
+@pytest.fixture(scope="session")
+def fer2013_twin(tmp_path_factory) -> Path:
+    from fer_mm.data.image_twins import generate_fer2013
+
+    return generate_fer2013(tmp_path_factory.mktemp("fer2013") / "twin", n_subjects=12, images_per_subject=8, seed=0,
+                            workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ckplus_twin(tmp_path_factory) -> Path:
+    from fer_mm.data.image_twins import generate_ckplus
+
+    return generate_ckplus(tmp_path_factory.mktemp("ckplus") / "twin", n_subjects=6, seed=0, workers=2,
+                           progress=False)
+
+
+@pytest.fixture(scope="session")
+def image_overrides(tmp_path_factory):
+    """``image_overrides(root)``: overrides that point a run at an image set, quietly, in small batches,
+    with one cache folder for the session."""
+    cache_dir = tmp_path_factory.mktemp("image_cache")
+
+    def overrides(root: Path) -> list[str]:
+        return [f"data.root={root}", f"data.cache_dir={cache_dir}", "data.progress=false", "data.batch_size=8",
+                "trainer.enable_progress_bar=false"]
+
+    return overrides

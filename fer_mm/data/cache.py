@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import av
 import cv2
@@ -45,7 +47,7 @@ import soundfile
 
 from fer_mm.data import audio as audio_io
 from fer_mm.data import video as video_io
-from fer_mm.data.crema_d import SAMPLE_RATE, scan_root
+from fer_mm.data.crema_d import SAMPLE_RATE, DatasetScan, scan_root
 from fer_mm.data.parallel import imap_progress
 from fer_mm.files import write_atomic
 
@@ -79,8 +81,13 @@ class PreprocessParams:
     exclude_known_defects: bool = True
 
     def key(self, root: Path) -> str:
-        text = json.dumps(dict(asdict(self), root=str(Path(root).resolve()), version=CACHE_VERSION), sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:10]
+        return params_key(self, root)
+
+
+def params_key(params, root: Path) -> str:
+    """The cache folder's key: a hash of the preprocessing parameters (a dataclass) and the data root."""
+    text = json.dumps(dict(asdict(params), root=str(Path(root).resolve()), version=CACHE_VERSION), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def check_media_file(path: str) -> str | None:
@@ -193,6 +200,32 @@ def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
                 audio_notes="; ".join(loaded.notes))
 
 
+CREMA_D_COLUMNS = ("name", "actor", "sentence", "emotion", "level", "label")
+TEXT_COLUMNS = {c: str for c in ("name", "sentence", "emotion", "level", "part", "aus", "audio_notes")}
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """A dataset other than CREMA-D as :func:`build_cache` sees it (image sets: see ``fer_mm.data.images``).
+
+    ``scan(root)`` gives one index row per sample to cache (its ``columns`` go into ``clips.csv``)
+    and the files it cannot use; ``job(row)`` the picklable arguments of ``process``, which makes
+    one sample as :func:`process_clip` does (``faces``, ``audio``, ``fps``, ``faces_missing``,
+    ``audio_notes``) or gives ``{"skip": reason}``.
+    """
+
+    scan: Callable[[Path], DatasetScan]
+    job: Callable[[Any], tuple]
+    process: Callable[[tuple], dict]
+    columns: tuple[str, ...]
+
+
+def part_stem(name: str) -> str:
+    """A sample's file name in ``<cache>.parts/``: its name where that is a safe file name (every
+    CREMA-D clip), else a hash of it (image paths hold folders and dots)."""
+    return name if re.fullmatch(r"[\w-]+", name) else "h" + hashlib.sha1(name.encode()).hexdigest()[:20]
+
+
 class ClipCache:
     """Read side: the cached clips as memory-mapped arrays (cheap to open in every worker)."""
 
@@ -201,7 +234,8 @@ class ClipCache:
         if not (self.path / "clips.csv").is_file():
             raise FileNotFoundError(f"{self.path} is not a fer-mm cache (no clips.csv); run python -m fer_mm.preprocess")
         self.params = json.loads((self.path / "params.json").read_text())
-        self.clips = pd.read_csv(self.path / "clips.csv", keep_default_na=False)
+        # text columns kept as text: CK+'s sequence "001" is not the number 1, nor an AU list "12" a number
+        self.clips = pd.read_csv(self.path / "clips.csv", keep_default_na=False, dtype=TEXT_COLUMNS)
         h, w = self.params["face_height"], self.params["face_width"]
         n_frames, n_samples = int(self.clips["n_frames"].sum()), int(self.clips["n_samples"].sum())
         # numpy cannot map an empty file: a cache without clips gets empty arrays
@@ -234,8 +268,10 @@ def cache_path(root: Path, cache_dir: Path, params: PreprocessParams) -> Path:
 
 
 def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = PreprocessParams(), workers: int = 0,
-                progress: bool = True, first_clips: int = FIRST_CLIPS) -> ClipCache:
+                progress: bool = True, first_clips: int = FIRST_CLIPS, source: SampleSource | None = None) -> ClipCache:
     """Preprocess every clip under ``root`` into a cache (or open the finished one).
+
+    ``source``: another dataset's samples (``params`` then its own parameters); CREMA-D's by default.
 
     Raises :class:`PreprocessError`, storing nothing as finished, when the detector does not
     work, when the first ``first_clips`` clips (all, when fewer) fail the same way, or when
@@ -249,7 +285,13 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
             return cache
         log.warning("%s holds no clip (stored by an older version as finished): preprocessing again", final)
         shutil.rmtree(final)
-    scan = scan_root(root, params.exclude_known_defects)
+    if source is None:
+        scan = scan_root(root, params.exclude_known_defects)
+        job = lambda r: (r.name, r.video_path, r.audio_path, asdict(params))  # noqa: E731
+        process, columns = process_clip, CREMA_D_COLUMNS
+    else:
+        scan = source.scan(root)
+        job, process, columns = source.job, source.process, source.columns
     # built here, before any worker starts: a broken detector is one message, not one per clip.
     # Serial runs use this one; spawned workers build their own.
     _DETECTOR = _detector_key(params), load_detector(params)
@@ -258,7 +300,7 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
     for stale in parts.glob("*.json"):  # a stopped run's report, or skip records of older versions
         stale.unlink()
     done = {p.name.split(".")[0] for p in parts.glob("*.npz") if not p.name.startswith(".")}
-    todo = [(r.name, r.video_path, r.audio_path, asdict(params)) for r in scan.index.itertuples() if r.name not in done]
+    todo = [job(r) for r in scan.index.itertuples() if part_stem(r.name) not in done]
     if done:
         log.info("resuming: %d of %d clips already preprocessed in %s", len(done), len(scan.index), parts)
     # skips are kept in memory, not in parts: a skipped clip is retried by the next run, since its
@@ -268,7 +310,7 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
     skipped, seen, watch = {}, 0, 0 if done else min(first_clips, len(scan.index))
     t0 = time.time()
     # closing: a stop ends the generator at once, which terminates the worker pool
-    with closing(imap_progress(process_clip, todo, workers, "preprocessing clips", progress)) as results:
+    with closing(imap_progress(process, todo, workers, "preprocessing clips", progress)) as results:
         for result in results:
             name, seen = result["name"], seen + 1
             if "skip" in result:
@@ -276,7 +318,7 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
                 skipped[name] = result["skip"]
             else:
                 meta = {k: result[k] for k in ("fps", "faces_missing", "audio_notes")}
-                write_atomic(parts / f"{name}.npz", functools.partial(_save_part, result=result, meta=meta))
+                write_atomic(parts / f"{part_stem(name)}.npz", functools.partial(_save_part, result=result, meta=meta))
             if seen == watch and len(skipped) == seen and len({reason_kind(r) for r in skipped.values()}) == 1:
                 raise _stopped(_systematic(skipped, params, len(scan.index)), parts, root, scan, params, skipped, seen)
     for path, reason in scan.problems.items():
@@ -286,7 +328,7 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
         summary = ", ".join(f"{n} x {kind}" for kind, n in kinds.most_common(3)) or "nothing to read"
         raise _stopped(f"no clip could be cached from {root} ({len(scan.index)} clips found; {summary})",
                        parts, root, scan, params, skipped, seen)
-    return _assemble(final, parts, root, scan, params, skipped, time.time() - t0)
+    return _assemble(final, parts, root, scan, params, skipped, time.time() - t0, columns)
 
 
 def _save_part(path: Path, result: dict, meta: dict) -> None:
@@ -309,6 +351,8 @@ def _systematic(skipped: dict, p: PreprocessParams, n_clips: int) -> str:
     if kind == "no face found in any frame":
         message += (f". The face detector {detector_label(p)} finds no face in any of them: check its "
                     f"settings (e.g. min_size against the video size) or choose another detector")
+        if hasattr(p, "detect"):
+            message += "; if the images are face crops already, set data.preprocess.detect=false"
     elif kind.startswith("face detector failed"):
         message += f". The face detector {detector_label(p)} fails on every clip: fix it or choose another one"
     return message
@@ -325,8 +369,8 @@ def _stopped(message: str, parts: Path, root: Path, scan, params: PreprocessPara
                            f"tries again); every reason so far: {path}")
 
 
-def _assemble(final: Path, parts: Path, root: Path, scan, params: PreprocessParams, skipped: dict,
-              seconds: float) -> ClipCache:
+def _assemble(final: Path, parts: Path, root: Path, scan, params, skipped: dict, seconds: float,
+              columns: tuple[str, ...] = CREMA_D_COLUMNS) -> ClipCache:
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -336,23 +380,18 @@ def _assemble(final: Path, parts: Path, root: Path, scan, params: PreprocessPara
         for r in scan.index.itertuples():
             if r.name in skipped:
                 continue
-            with np.load(parts / f"{r.name}.npz") as z:
+            with np.load(parts / f"{part_stem(r.name)}.npz") as z:
                 faces, pcm, meta = z["faces"], z["audio"], json.loads(str(z["meta"]))
             vf.write(np.ascontiguousarray(faces).tobytes())
             af.write(pcm.tobytes())
-            rows.append(dict(name=r.name, actor=r.actor, sentence=r.sentence, emotion=r.emotion, level=r.level,
-                             label=r.label, n_frames=len(faces), fps=meta["fps"], video_offset=video_offset,
-                             n_samples=len(pcm), audio_offset=audio_offset, faces_missing=meta["faces_missing"],
-                             audio_notes=meta["audio_notes"]))
+            rows.append(dict({c: getattr(r, c) for c in columns}, n_frames=len(faces), fps=meta["fps"],
+                             video_offset=video_offset, n_samples=len(pcm), audio_offset=audio_offset,
+                             faces_missing=meta["faces_missing"], audio_notes=meta["audio_notes"]))
             if meta["faces_missing"] or meta["audio_notes"]:
                 notes[r.name] = dict(faces_missing=meta["faces_missing"], audio=meta["audio_notes"])
             video_offset += len(faces)
             audio_offset += len(pcm)
-    columns = ["name", "actor", "sentence", "emotion", "level", "label", "n_frames", "fps", "video_offset",
-               "n_samples", "audio_offset", "faces_missing", "audio_notes"]
-    clips = pd.DataFrame(rows, columns=columns)
-    clips.to_csv(tmp / "clips.csv", index=False)
-    (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION), indent=2) + "\n")
+    clips = pd.DataFrame(rows, columns=[*columns, *LAYOUT_COLUMNS])
     skipped = {**scan.problems, **skipped}
     report = dict(
         root=str(Path(root).resolve()),
@@ -362,15 +401,27 @@ def _assemble(final: Path, parts: Path, root: Path, scan, params: PreprocessPara
         actors=int(clips["actor"].nunique()),
         clips_per_emotion=clips["emotion"].value_counts().sort_index().to_dict(),
         frames=int(video_offset),
-        audio_seconds=round(audio_offset / params.sample_rate, 2),
+        audio_seconds=round(audio_offset / params.sample_rate, 2) if audio_offset else 0.0,
         frames_without_face=int(clips["faces_missing"].sum()),
         notes=notes,
         seconds=round(seconds, 1),
         versions=versions(params),
     )
+    cache = finish_cache(tmp, final, clips, params, report)
+    shutil.rmtree(parts, ignore_errors=True)
+    return cache
+
+
+# what a cache row says about where its arrays lie, after the dataset's own columns
+LAYOUT_COLUMNS = ("n_frames", "fps", "video_offset", "n_samples", "audio_offset", "faces_missing", "audio_notes")
+
+
+def finish_cache(tmp: Path, final: Path, clips: pd.DataFrame, params, report: dict) -> ClipCache:
+    """Write the tables of a cache whose arrays are in ``tmp``, then move it into place at ``final``."""
+    clips.to_csv(tmp / "clips.csv", index=False)
+    (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION), indent=2) + "\n")
     (tmp / "preprocess_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    shutil.rmtree(parts, ignore_errors=True)
     return ClipCache(final)

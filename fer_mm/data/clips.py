@@ -83,7 +83,8 @@ class ResidentClips:
             memory, else host).
     """
 
-    def __init__(self, cache: ClipCache, spec: ClipSpec, device: torch.device | str = "cpu", memory: str = "auto"):
+    def __init__(self, cache: ClipCache, spec: ClipSpec, device: torch.device | str = "cpu", memory: str = "auto",
+                 targets: dict[str, np.ndarray] | None = None):
         # ``cache``: anything with ClipCache's ``clips``, ``frames`` and ``samples`` (the benchmark's is in memory)
         if memory not in ("auto", "device", "host"):
             raise ValueError(f"data.resident_memory={memory!r}: use auto, device or host")
@@ -111,6 +112,8 @@ class ResidentClips:
         self.video_offset, self.n_frames = index["video_offset"], index["n_frames"]
         self.audio_offset, self.n_samples = index["audio_offset"], index["n_samples"]
         self.labels = index["label"]
+        # the other tasks' targets, by cache row (see fer_mm.data.targets)
+        self.targets = {k: torch.from_numpy(np.asarray(v)).to(self.store) for k, v in (targets or {}).items()}
 
     def batch(self, rows: torch.Tensor, jitter: bool = False, generator: torch.Generator | None = None) -> dict:
         """The batch of cache rows ``rows``: the same keys, shapes, dtypes and values as
@@ -118,7 +121,7 @@ class ResidentClips:
 
         ``label`` and ``index`` are int64, as a DataLoader collates them."""
         rows = rows.to(self.store)
-        out = dict(label=self.labels[rows], index=rows)
+        out = dict(label=self.labels[rows], index=rows, **{k: v[rows] for k, v in self.targets.items()})
         spec = self.spec
         if VIDEO in spec.modalities:
             n = self.n_frames[rows][:, None]

@@ -1,7 +1,11 @@
-"""LightningDataModule: the cache, read through a speaker-independent protocol.
+"""LightningDataModules: a cache, read through a speaker-independent protocol.
 
-It delivers raw clip tensors (see :mod:`fer_mm.data.clips`); what the network takes is decided
+They deliver raw clip tensors (see :mod:`fer_mm.data.clips`); what the network takes is decided
 by the model side, whose :class:`~fer_mm.data.clips.ClipSpec` is passed in as ``clip_spec``.
+:class:`CremaDDataModule` reads CREMA-D's clips, :class:`ImageDataModule` face image sets
+(FER2013, CK+, a folder per class), cached as clips of one frame; both go through
+:class:`FaceDataModule`. Besides the emotion ``label``, a batch carries the targets of the
+model's other tasks (``targets``: gender, age, action units; see :mod:`fer_mm.data.targets`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fer_mm.data import targets as targets_io
 from fer_mm.data.cache import ClipCache, PreprocessParams, build_cache, cache_path
 from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
-from fer_mm.data.protocols import LeaveOneSubjectOut, Protocol, Split
+from fer_mm.data.images import ImagePreprocessParams, build_image_cache, class_names, generate_twin, twin_folder
+from fer_mm.data.protocols import LeaveOneSubjectOut, Split
 from fer_mm.data.synthetic import read_spec
-from fer_mm.vocab import CREMA_D, CREMA_D_TWIN, EMOTION_NAMES
+from fer_mm.data.crema_d import DEMOGRAPHICS_FILE
+from fer_mm.vocab import AUDIO, CREMA_D, CREMA_D_TWIN, EMOTION_NAMES, IMAGE_LABEL_SOURCES, LABEL_SOURCE
 
 log = logging.getLogger(__name__)
 LOADERS = ("resident", "workers")
@@ -28,12 +35,15 @@ LOADERS = ("resident", "workers")
 
 class ClipDataset(Dataset):
     """Cached clips as raw tensors, one clip per item (:func:`~fer_mm.data.clips.clip_item`),
-    with ``label`` and ``index`` (row in the cache). ``train`` jitters the frames."""
+    with ``label``, ``index`` (row in the cache) and the other tasks' ``targets`` (arrays by cache
+    row). ``train`` jitters the frames."""
 
-    def __init__(self, cache: ClipCache, rows, spec: ClipSpec, train: bool, temporal_jitter: bool = True):
+    def __init__(self, cache: ClipCache, rows, spec: ClipSpec, train: bool, temporal_jitter: bool = True,
+                 targets: dict[str, np.ndarray] | None = None):
         self.cache, self.rows, self.spec, self.train = cache, np.asarray(rows), spec, train
         self.temporal_jitter = temporal_jitter
         self.labels = cache.clips["label"].to_numpy()
+        self.targets = targets or {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -44,22 +54,21 @@ class ClipDataset(Dataset):
         jitter = self.train and self.temporal_jitter
         rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,)))) if jitter else None
         item = clip_item(self.cache.video(row), self.cache.audio(row), self.spec, rng)
-        return dict(item, label=int(self.labels[row]), index=row)
+        extra = {k: torch.as_tensor(v[row]) for k, v in self.targets.items()}
+        return dict(item, label=int(self.labels[row]), index=row, **extra)
 
 
-class CremaDDataModule(pl.LightningDataModule):
-    """CREMA-D (or its synthetic twin) -> cache -> protocol split -> batches of raw clip tensors.
+class FaceDataModule(pl.LightningDataModule):
+    """A cache -> protocol split -> batches of raw clip tensors. Subclasses make the cache
+    (:meth:`_prepare`, :meth:`cache_location`) and name the dataset and its classes.
 
     Args:
-        root: CREMA-D root (holds ``VideoFlash/``, ``AudioWAV/``, ``VideoDemographics.csv``).
         cache_dir: where preprocessing caches live.
-        synthetic: twin parameters (``actors``, ``sentences``, ``seed``, ``difficulty``); when set,
-            the twin is generated (or finished) under ``root`` first, and a root that holds another
-            twin is refused. ``None`` for real data.
-        preprocess: :class:`PreprocessParams` fields.
-        protocol: a speaker-independent protocol; ``fold`` picks its fold.
+        protocol: how the data is split; ``fold`` picks its fold.
         clip_spec: what the model needs from each clip (its ``ModelInputs.clip_spec``); only
             preparing the cache works without it.
+        targets: the model's other tasks (``{"gender": ..., "age": ..., "au": [ids]}``): their
+            targets go into every batch.
         temporal_jitter: jitter the sampled frames in training.
         loader: ``resident`` (the cache held in device memory, batches gathered with tensor
             ops, no worker processes) or ``workers`` (a DataLoader, one clip per item).
@@ -68,34 +77,54 @@ class CremaDDataModule(pl.LightningDataModule):
         preprocess_workers: processes for preprocessing (0: all cores).
     """
 
-    def __init__(self, root: str, cache_dir: str, synthetic: dict | None = None, preprocess: dict | None = None,
-                 protocol: Protocol | None = None, fold: int = 0, clip_spec: ClipSpec | None = None,
-                 temporal_jitter: bool = True, loader: str = "resident", resident_memory: str = "auto",
-                 batch_size: int = 32, num_workers: int = 0, preprocess_workers: int = 0, progress: bool = True):
+    def __init__(self, cache_dir: str, protocol=None, fold: int = 0, clip_spec: ClipSpec | None = None,
+                 targets: dict | None = None, temporal_jitter: bool = True, loader: str = "resident",
+                 resident_memory: str = "auto", batch_size: int = 32, num_workers: int = 0,
+                 preprocess_workers: int = 0, progress: bool = True):
         super().__init__()
         if loader not in LOADERS:
             raise ValueError(f"data.loader={loader!r}: use one of {list(LOADERS)}")
-        self.root, self.cache_dir, self.synthetic = Path(root), Path(cache_dir), synthetic
-        self.params = PreprocessParams(**(preprocess or {}))
+        self.cache_dir = Path(cache_dir)
         if isinstance(clip_spec, dict):  # Hydra's instantiate passes dataclass arguments on as dicts
             clip_spec = ClipSpec(**clip_spec)
         self.protocol, self.fold, self.clip_spec = protocol or LeaveOneSubjectOut(), int(fold), clip_spec
+        self.targets = dict(targets or {})
         self.temporal_jitter, self.loader, self.resident_memory = temporal_jitter, loader, resident_memory
         self.batch_size, self.num_workers = batch_size, num_workers
         self.preprocess_workers, self.progress = preprocess_workers, progress
-        self.class_names = EMOTION_NAMES
         self.cache: ClipCache | None = None
         self.split: Split | None = None
+        self.target_arrays: dict[str, np.ndarray] = {}
         self._resident: ResidentClips | None = None
 
-    @property
-    def dataset_id(self) -> str:
-        return CREMA_D_TWIN if self.twin_spec is not None else CREMA_D
+    # what a dataset says about itself
+    class_names: tuple[str, ...] = EMOTION_NAMES
+    dataset_id: str = CREMA_D
+    label_source: str = LABEL_SOURCE
 
     @property
     def twin_spec(self) -> dict | None:
         """How the twin under ``root`` was generated (its ``SYNTHETIC.json``); None for real data."""
         return read_spec(self.root)
+
+    @property
+    def subject_independent(self) -> bool | None:
+        """Whether no subject is in two parts of the split: True for the subject protocols over
+        real subject ids; None where the data has no subject ids to tell (FER2013)."""
+        return True
+
+    def cache_location(self) -> Path:
+        raise NotImplementedError
+
+    def _prepare(self) -> ClipCache:
+        raise NotImplementedError
+
+    def check_clip_spec(self) -> None:
+        """Refuse a model that needs what the data cannot give, naming the key."""
+
+    def demographics(self):
+        """The subjects' sex and age by ``actor`` id, where the data has them (None otherwise)."""
+        return None
 
     def state_dict(self) -> dict:
         """Saved in every checkpoint (Lightning calls it): how faces and waveforms were made and what
@@ -113,42 +142,29 @@ class CremaDDataModule(pl.LightningDataModule):
             fcntl.flock(lock, fcntl.LOCK_EX)
             return self._prepare()
 
-    def _prepare(self) -> ClipCache:
-        if self.synthetic:
-            from fer_mm.data.synthetic import generate
-
-            # every time: it finishes an interrupted twin and refuses a root that holds another one
-            log.info("synthetic CREMA-D twin in %s", self.root)
-            generate(self.root, n_actors=self.synthetic["actors"], n_sentences=self.synthetic["sentences"],
-                     seed=self.synthetic["seed"], difficulty=self.synthetic["difficulty"],
-                     workers=self.preprocess_workers, progress=self.progress)
-        return build_cache(self.root, self.cache_dir, self.params, workers=self.preprocess_workers,
-                           progress=self.progress)
-
     def setup(self, stage: str | None = None) -> None:
         if self.clip_spec is None:
             raise ValueError("the datamodule needs clip_spec (the model's ModelInputs.clip_spec) to make batches")
-        if self.clip_spec.sample_rate != self.params.sample_rate:
-            raise ValueError(f"model.inputs.sample_rate={self.clip_spec.sample_rate} differs from the cache's "
-                             f"data.preprocess.sample_rate={self.params.sample_rate}")
+        self.check_clip_spec()
         if self.cache is None:
-            self.cache = ClipCache(cache_path(self.root, self.cache_dir, self.params))
+            self.cache = ClipCache(self.cache_location())
         clips = self.cache.clips
-        self.split = self.protocol.split(clips["actor"].unique(), self.fold)
-        actor = clips["actor"].to_numpy()
-        self.rows = {part: np.flatnonzero(np.isin(actor, getattr(self.split, part))) for part in ("train", "val", "test")}
+        self.split, self.rows = self.protocol.assign(clips, self.fold)
         for part, rows in self.rows.items():
             if len(rows) == 0:
                 raise ValueError(f"fold {self.fold}: the {part} part has no clips (actors {getattr(self.split, part)})")
+        self.target_arrays = targets_io.target_arrays(clips, self.targets, self.demographics(), self.dataset_id)
 
     def dataset(self, part: str) -> ClipDataset:
-        return ClipDataset(self.cache, self.rows[part], self.clip_spec, part == "train", self.temporal_jitter)
+        return ClipDataset(self.cache, self.rows[part], self.clip_spec, part == "train", self.temporal_jitter,
+                           self.target_arrays)
 
     def resident(self) -> ResidentClips:
         """The cache in memory on the trainer's device, loaded once per process."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self._resident is None or self._resident.device != device:
-            self._resident = ResidentClips(self.cache, self.clip_spec, device, self.resident_memory)
+            self._resident = ResidentClips(self.cache, self.clip_spec, device, self.resident_memory,
+                                           self.target_arrays)
         return self._resident
 
     def _loader(self, part: str):
@@ -171,3 +187,125 @@ class CremaDDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader("test")
+
+
+class CremaDDataModule(FaceDataModule):
+    """CREMA-D (or its synthetic twin) -> cache -> protocol split -> batches of raw clip tensors.
+
+    Args:
+        root: CREMA-D root (holds ``VideoFlash/``, ``AudioWAV/``, ``VideoDemographics.csv``).
+        synthetic: twin parameters (``actors``, ``sentences``, ``seed``, ``difficulty``); when set,
+            the twin is generated (or finished) under ``root`` first, and a root that holds another
+            twin is refused. ``None`` for real data.
+        preprocess: :class:`PreprocessParams` fields.
+        The other arguments: :class:`FaceDataModule`'s.
+    """
+
+    def __init__(self, root: str, cache_dir: str, synthetic: dict | None = None, preprocess: dict | None = None,
+                 **kwargs):
+        super().__init__(cache_dir, **kwargs)
+        self.root, self.synthetic = Path(root), synthetic
+        self.params = PreprocessParams(**(preprocess or {}))
+
+    @property
+    def dataset_id(self) -> str:
+        return CREMA_D_TWIN if self.twin_spec is not None else CREMA_D
+
+    def cache_location(self) -> Path:
+        return cache_path(self.root, self.cache_dir, self.params)
+
+    def demographics(self):
+        return targets_io.read_subjects(self.root / DEMOGRAPHICS_FILE)
+
+    def _prepare(self) -> ClipCache:
+        if self.synthetic:
+            from fer_mm.data.synthetic import generate
+
+            # every time: it finishes an interrupted twin and refuses a root that holds another one
+            log.info("synthetic CREMA-D twin in %s", self.root)
+            generate(self.root, n_actors=self.synthetic["actors"], n_sentences=self.synthetic["sentences"],
+                     seed=self.synthetic["seed"], difficulty=self.synthetic["difficulty"],
+                     workers=self.preprocess_workers, progress=self.progress)
+        return build_cache(self.root, self.cache_dir, self.params, workers=self.preprocess_workers,
+                           progress=self.progress)
+
+    def check_clip_spec(self) -> None:
+        if self.clip_spec.sample_rate != self.params.sample_rate:
+            raise ValueError(f"model.inputs.sample_rate={self.clip_spec.sample_rate} differs from the cache's "
+                             f"data.preprocess.sample_rate={self.params.sample_rate}")
+
+
+class ImageDataModule(FaceDataModule):
+    """A face image set (FER2013, CK+ or a folder per class) -> cache -> protocol split -> batches.
+
+    Each image is a clip of one frame without audio, so a model reads it with
+    ``model.inputs.frames=1`` and video only.
+
+    Args:
+        root: the set's folder in its released layout (see :mod:`fer_mm.data.images`); ``None``:
+            its synthetic twin, made under ``twin_dir`` from ``synthetic`` (FER2013 and CK+ only).
+        twin_dir: where twins are made, one folder per set of ``synthetic`` parameters.
+        synthetic: the twin's parameters (see :mod:`fer_mm.data.image_twins`); read only when
+            ``root`` is None.
+        preprocess: :class:`~fer_mm.data.images.ImagePreprocessParams` fields (``format`` first).
+        The other arguments: :class:`FaceDataModule`'s.
+    """
+
+    def __init__(self, root: str | None, cache_dir: str, twin_dir: str | None = None, synthetic: dict | None = None,
+                 preprocess: dict | None = None, **kwargs):
+        super().__init__(cache_dir, **kwargs)
+        self.params = ImagePreprocessParams(**(preprocess or {}))
+        self.synthetic = dict(synthetic or {}) if root is None else None
+        if root is None:
+            if self.params.format == "image_folder" or not twin_dir:
+                raise ValueError(f"data.root is not set: data={self.params.format} needs the folder of the images")
+            root = Path(twin_dir) / twin_folder(self.params.format, self.synthetic)
+        self.root = Path(root)
+        self._class_names: tuple[str, ...] | None = None
+
+    @property
+    def dataset_id(self) -> str:
+        return self.params.format + ("_twin" if self.twin_spec is not None else "")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        if self._class_names is None:  # a folder set's come from a scan of its folders: once
+            self._class_names = class_names(self.root, self.params)
+        return self._class_names
+
+    @property
+    def label_source(self) -> str:
+        return IMAGE_LABEL_SOURCES[self.params.format]
+
+    @property
+    def subject_independent(self) -> bool | None:
+        if self.split is None:
+            return None
+        if self.params.format == "fer2013":
+            return None  # no subject ids
+        if self.params.format == "image_folder" and not self.params.subject_pattern:
+            return False  # each image its own subject: a person's images may be in two parts
+        parts = [set(getattr(self.split, p)) for p in ("train", "val", "test")]
+        return not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+    def cache_location(self) -> Path:
+        return cache_path(self.root, self.cache_dir, self.params)
+
+    def _prepare(self) -> ClipCache:
+        if self.synthetic is not None:
+            log.info("synthetic %s twin in %s", self.params.format, self.root)
+            generate_twin(self.params.format, self.root, self.synthetic, workers=self.preprocess_workers,
+                          progress=self.progress)
+        if self.params.format == "image_folder" and not self.params.subject_pattern:
+            log.warning("data=image_folder without data.preprocess.subject_pattern: every image counts as its own "
+                        "subject, so one person's images can be in training and test (runs record it)")
+        return build_image_cache(self.root, self.cache_dir, self.params, workers=self.preprocess_workers,
+                                 progress=self.progress)
+
+    def check_clip_spec(self) -> None:
+        if AUDIO in self.clip_spec.modalities:
+            raise ValueError(f"data={self.params.format} holds face images, no audio: use a video-only model "
+                             f"(model.net.modalities=[video])")
+        if self.clip_spec.frames != 1:
+            raise ValueError(f"model.inputs.frames={self.clip_spec.frames}, but data={self.params.format} holds single "
+                             f"images: set model.inputs.frames=1")

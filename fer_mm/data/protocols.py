@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,61 @@ class Protocol:
         split = Split(fold, tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
         split.check_disjoint()
         return split
+
+
+    def assign(self, clips: pd.DataFrame, fold: int) -> tuple[Split, dict[str, np.ndarray]]:
+        """The fold's split and the cache rows of its train, val and test parts (by ``actor``)."""
+        if (clips["actor"] < 0).all():
+            raise ValueError(f"cv={self.name} splits by subject, and this data has no subject ids (FER2013 holds "
+                             f"none): use its released split, cv=released")
+        split = self.split(clips["actor"].unique(), fold)
+        actor = clips["actor"].to_numpy()
+        return split, {part: np.flatnonzero(np.isin(actor, getattr(split, part))) for part in PARTS}
+
+
+PARTS = ("train", "val", "test")
+
+
+class ReleasedSplit:
+    """The train / val / test split a dataset was released with (its ``part`` column): FER2013's
+    Usage (Training / PublicTest / PrivateTest), or a folder set's ``train/``, ``val/``, ``test/``.
+
+    One fold. Where the release has no validation part, ``val_fraction`` of the training images
+    (drawn with ``seed``; whole subjects where the data has subject ids) validate. Whether the parts
+    share subjects cannot be known without subject ids: runs record it as unknown then.
+    """
+
+    name = "released"
+
+    def __init__(self, val_fraction: float = 0.1, seed: int = 0):
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"cv.protocol.val_fraction must be in (0, 1), got {val_fraction}")
+        self.val_fraction, self.seed = val_fraction, seed
+
+    def n_folds(self, actors: Sequence[int]) -> int:
+        return 1
+
+    def assign(self, clips: pd.DataFrame, fold: int) -> tuple[Split, dict[str, np.ndarray]]:
+        if fold != 0:
+            raise ValueError(f"cv.fold={fold} is out of range: cv=released has one fold (use 0)")
+        part = clips["part"].to_numpy() if "part" in clips else np.array([""] * len(clips))
+        if not np.isin(part, ("train", "test")).any():
+            raise ValueError("cv=released needs a released split, and this data has none (FER2013's Usage column, or "
+                             "train/ and test/ folders): use a subject-independent protocol, e.g. cv=speaker_kfold")
+        rows = {p: np.flatnonzero(part == p) for p in PARTS}
+        if not len(rows["val"]):
+            actors = clips["actor"].to_numpy()
+            train_actors = np.unique(actors[rows["train"]])
+            if (train_actors >= 0).all() and len(train_actors) > 1:  # whole subjects: none both trains and validates
+                _, val = _draw_val(train_actors.tolist(), self.val_fraction, self.seed, fold)
+                chosen = np.isin(actors[rows["train"]], val)
+            else:
+                rng = np.random.default_rng([self.seed, fold])
+                chosen = rng.random(len(rows["train"])) < self.val_fraction
+            rows["train"], rows["val"] = rows["train"][~chosen], rows["train"][chosen]
+        actors = clips["actor"].to_numpy()
+        split = Split(fold, *(tuple(sorted(int(a) for a in np.unique(actors[rows[p]]))) for p in PARTS))
+        return split, rows
 
 
 class LeaveOneSubjectOut(Protocol):
@@ -196,4 +252,4 @@ class SpeakerPartition(Protocol):
         return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-PROTOCOLS = {p.name: p for p in (LeaveOneSubjectOut, SpeakerKFold, SpeakerSplit, SpeakerPartition)}
+PROTOCOLS = {p.name: p for p in (LeaveOneSubjectOut, SpeakerKFold, SpeakerSplit, SpeakerPartition, ReleasedSplit)}

@@ -315,8 +315,12 @@ def _background(actor: Actor) -> np.ndarray:
 
 
 def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, motion: tuple, blink: float,
-                rng: np.random.Generator) -> np.ndarray:
-    """One BGR frame: the actor's face with action unit intensities ``aus`` (0..1)."""
+                rng: np.random.Generator, asym: float = 0.0) -> np.ndarray:
+    """One BGR frame: the actor's face with action unit intensities ``aus`` (0..1).
+
+    ``asym`` (0..1) raises, pulls back and dimples the mouth's right corner only: a one-sided
+    AU12/AU14, as contempt shows it.
+    """
     img = bg.copy()
     dx, dy, scale = motion
     a = actor.half_width * scale
@@ -375,6 +379,8 @@ def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, moti
     upper = mouth_y - 0.1 * a * au(10) - 0.3 * opening
     lower = mouth_y + 0.7 * opening + 0.08 * a * au(12)
     left, right = (cx - half, corner_y), (cx + half, corner_y)
+    if asym:  # skipped at 0, so frames without it stay byte for byte as before
+        right = (cx + half + 0.08 * a * asym, corner_y - 0.2 * a * asym)
     top = _curve(left, (cx, upper - 0.05 * a), right)
     bottom = _curve(right, (cx, lower + 0.05 * a), left)
     lips = (int(actor.skin[0] * 0.55), int(actor.skin[1] * 0.5), int(actor.skin[2] * 0.8))
@@ -384,6 +390,9 @@ def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, moti
     if au(10) > 0.3:  # visible upper teeth
         cv2.polylines(img, [_curve((cx - 0.6 * half, upper + 0.04 * a), (cx, upper + 0.06 * a),
                                    (cx + 0.6 * half, upper + 0.04 * a))], False, (220, 220, 220), 2, cv2.LINE_AA)
+    if asym > 0.05:  # the dimple beside the raised corner
+        cv2.ellipse(img, (int(right[0] + 0.04 * a), int(right[1] + 0.02 * a)), (int(0.04 * a), int(0.09 * a)),
+                    0, -70, 70, shade, max(1, int(3 * asym)), cv2.LINE_AA)
 
     img = cv2.GaussianBlur(img, (3, 3), 0)
     noise = rng.normal(0, 4.0, img.shape[:2])[..., None]

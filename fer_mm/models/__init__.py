@@ -7,4 +7,4 @@
 from fer_mm.models.registry import get_model, list_models, register_model  # noqa: F401
 
 # importing the families registers their builders
-from fer_mm.models import ar_cnn, ar3d, fusion, inception, resnet  # noqa: E402,F401
+from fer_mm.models import ar_cnn, ar3d, fusion, image_cnn, inception, resnet  # noqa: E402,F401

@@ -35,15 +35,17 @@ class ModelInputs(nn.Module):
         max_audio_seconds: S / sample_rate: longer clips are centre-cropped, shorter ones padded.
         audio: the front-end: ``frontend`` (``scipy``: the method's spectrogram, or ``logmel``)
             and its arguments.
+        flip: in training, mirror the faces of a random half of each batch left to right (the
+            usual augmentation of the image FER systems; a face's expression reads the same mirrored).
     """
 
     def __init__(self, modalities: Sequence[str], frames: int = 20, sample_rate: int = SAMPLE_RATE,
-                 max_audio_seconds: float = 5.0, audio: dict | None = None):
+                 max_audio_seconds: float = 5.0, audio: dict | None = None, flip: bool = False):
         super().__init__()
         self.modalities = ordered_modalities(modalities, "model.net.modalities")
         if frames < 1:
             raise ValueError(f"model.inputs.frames must be at least 1, got {frames}")
-        self.frames, self.sample_rate = int(frames), int(sample_rate)
+        self.frames, self.sample_rate, self.flip = int(frames), int(sample_rate), bool(flip)
         self.max_audio_samples = int(round(max_audio_seconds * sample_rate))
         audio = dict(audio or {"frontend": "scipy"})
         self.frontend = make_frontend(audio.pop("frontend", "scipy"), sample_rate=self.sample_rate, **audio) \
@@ -58,6 +60,9 @@ class ModelInputs(nn.Module):
         if VIDEO in self.modalities:
             # a copy, then in place: one pass fewer, and the batch is never written to
             out[VIDEO] = batch[VIDEO].to(torch.float32, copy=True).sub_(PIXEL_CENTRE).div_(PIXEL_SCALE)
+            if augment and self.flip:
+                mirrored = torch.rand(len(out[VIDEO]), device=out[VIDEO].device) < 0.5
+                out[VIDEO] = torch.where(mirrored[:, None, None, None], out[VIDEO].flip(-1), out[VIDEO])
         if AUDIO in self.modalities:
             waves, lengths = batch[AUDIO], batch["audio_length"]
             if waves.device.type == "cpu":
@@ -72,4 +77,4 @@ class ModelInputs(nn.Module):
 
     def extra_repr(self) -> str:
         return f"modalities={list(self.modalities)}, frames={self.frames}, sample_rate={self.sample_rate}, " \
-               f"max_audio_samples={self.max_audio_samples}"
+               f"max_audio_samples={self.max_audio_samples}" + (", flip=True" if self.flip else "")

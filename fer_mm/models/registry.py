@@ -34,20 +34,60 @@ def get_model(name: str, **kwargs) -> nn.Module:
         raise TypeError(f"model {name!r}: {err}") from err
 
 
-def load_local_weights(model: nn.Module, path: str | Path, first_conv: str | None = None) -> nn.Module:
+# wrappers whose names lead the keys of saved state dicts: DataParallel/DDP (module.), Lightning and
+# other trainers (model., net.), torch.compile (_orig_mod.), fer-mm's backbones (body.)
+_WRAPPERS = ("module", "model", "net", "_orig_mod", "body")
+
+
+def strip_wrapper_prefix(state: dict, own_keys) -> tuple[dict, str]:
+    """The tensors of ``state`` under the wrapper prefix (``module.``, ``net.body.``, ...) that names the
+    most of ``own_keys``, with that prefix removed; ``state`` itself when no prefix names more than the
+    keys as they are. Returns the state and the prefix it removed ("" for none)."""
+    own = set(own_keys)
+    hits: dict[str, int] = {"": len(own & state.keys())}
+    for key in state:
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            if parts[i - 1] not in _WRAPPERS:
+                break
+            if ".".join(parts[i:]) in own:
+                prefix = ".".join(parts[:i]) + "."
+                hits[prefix] = hits.get(prefix, 0) + 1
+    prefix = max(hits, key=lambda p: (hits[p], p == ""))
+    if not prefix:
+        return state, ""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, prefix
+
+
+def load_local_weights(model: nn.Module, path: str | Path, first_conv: str | None = None,
+                       source: str | None = None) -> nn.Module:
     """Load a user-supplied state dict (never downloaded) into ``model``.
 
+    The file may hold a plain state dict or a checkpoint with one under ``state_dict`` (Lightning);
+    keys saved under a wrapper (``module.`` from DataParallel, ``model.``/``net.`` from a trainer,
+    ``net.body.`` from a fer-mm checkpoint) are matched with the prefix removed.
     A first convolution saved for another number of input channels (e.g. RGB weights for
     T stacked gray frames) is adapted by averaging over channels and repeating, as timm does;
     tensors whose shape still differs (a classifier for other classes) are left at their
     initial values and listed in the log.
+
+    Args:
+        model: the module whose ``state_dict`` names the file's tensors.
+        path: the file (``torch.save`` of a state dict).
+        first_conv: name of the first convolution, adapted to the model's input channels.
+        source: where to get such weights, for the error when the file is missing
+            (e.g. "torchvision's ResNet-50 ImageNet weights (https://...)").
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path} (fer-mm never downloads weights)")
+        raise FileNotFoundError(
+            f"pretrained weights not found: {path}. fer-mm never downloads weights: fetch "
+            f"{source or 'the weights (a state dict saved with torch.save)'} on a machine with network access and "
+            f"pass its path as model.net.pretrained=PATH")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
     own = model.state_dict()
+    state, prefix = strip_wrapper_prefix(state, own)
     if first_conv and f"{first_conv}.weight" in state and f"{first_conv}.weight" in own:
         w, target = state[f"{first_conv}.weight"], own[f"{first_conv}.weight"]
         if w.shape[1] != target.shape[1] and w.shape[0] == target.shape[0]:
@@ -58,6 +98,7 @@ def load_local_weights(model: nn.Module, path: str | Path, first_conv: str | Non
     missing, unexpected = model.load_state_dict(state, strict=False)
     if not set(state) & set(own):
         raise ValueError(f"{path}: none of its tensors match the model; is it the right architecture?")
-    log.info("loaded %s: %d tensors; shape mismatch (kept initial): %s; missing: %s; unexpected: %s",
-             path, len(state) - len(unexpected), skipped, list(missing), list(unexpected))
+    log.info("loaded %s%s: %d tensors; shape mismatch (kept initial): %s; missing: %s; unexpected: %s",
+             path, f" (keys under {prefix!r})" if prefix else "", len(state) - len(unexpected), skipped,
+             list(missing), list(unexpected))
     return model

@@ -1,0 +1,247 @@
+"""Face image sets (FER2013, CK+, a folder per class) -> the cache CREMA-D's clips go into.
+
+An image is cached as a clip of one frame and no audio: the same ``clips.csv``, ``video.u8``
+and report (see :mod:`fer_mm.data.cache`), so the datamodule, the protocols, training, the
+report and inference read image sets as they read CREMA-D. Besides CREMA-D's columns, an image
+cache's ``clips.csv`` holds ``part`` (the released split, where a set has one: FER2013's Usage,
+a folder set's ``train/``, ``val/``, ``test/``) and ``aus`` (the action units at that image,
+``1+2+5``; empty: none; ``?``: not coded).
+
+A face is found by the configured detector (the largest one in the image) and cropped as
+video frames are (:func:`~fer_mm.data.video.crop_faces`); FER2013's images are face crops
+already and are only resized.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fer_mm.data import cache as cache_io
+from fer_mm.data import video as video_io
+from fer_mm.data.crema_d import DatasetScan
+from fer_mm.data.targets import NOT_CODED
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("fer2013", "ckplus", "image_folder")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+COLUMNS = ("name", "actor", "sentence", "emotion", "level", "label", "part", "aus")
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class ImagePreprocessParams:
+    """Everything that changes an image cache's content (hashed into its folder name).
+
+    Args:
+        format: ``fer2013``, ``ckplus`` or ``image_folder``.
+        face_height, face_width: the cached face's size.
+        detect: find and crop the face (false: the images are face crops already and are resized
+            whole; FER2013's always are).
+        detector, detector_kwargs: as for CREMA-D (``haar``, ``yunet`` or ``package.module:Class``).
+        peak_frames: CK+: the last frames of a labelled sequence that take its emotion.
+        neutral_first: CK+: the first frame of a labelled sequence is a neutral sample.
+        classes: a folder set's class folders, in label order (default: the folder names, sorted).
+        subject_pattern: a folder set's subject id: a regular expression searched in each file's
+            name, its first group (or the group ``subject``) the id. Without it each image counts
+            as its own subject, and the run says that its folds are not subject-independent.
+    """
+
+    format: str = "image_folder"
+    face_height: int = 48
+    face_width: int = 48
+    detect: bool = True
+    detector: str = "haar"
+    detector_kwargs: dict = field(default_factory=dict)
+    peak_frames: int = 3
+    neutral_first: bool = True
+    classes: tuple | None = None
+    subject_pattern: str | None = None
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"data.preprocess.format={self.format!r}: use one of {list(FORMATS)}")
+        if self.peak_frames < 1:
+            raise ValueError(f"data.preprocess.peak_frames must be at least 1, got {self.peak_frames}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        if self.subject_pattern is not None:
+            try:
+                re.compile(self.subject_pattern)
+            except re.error as err:
+                raise ValueError(f"data.preprocess.subject_pattern={self.subject_pattern!r}: {err}") from None
+
+    def key(self, root: Path) -> str:
+        return cache_io.params_key(self, root)
+
+
+def read_gray(path: str) -> np.ndarray:
+    """An image file as 8-bit grayscale (colour, alpha and 16-bit images are converted)."""
+    data = np.fromfile(path, dtype=np.uint8)  # cv2.imread fails silently on some non-ASCII paths
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if len(data) else None
+    if image is None:
+        raise ValueError("not an image OpenCV can decode" if len(data) else "empty file")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    return image
+
+
+def face_crop(image: np.ndarray, p: ImagePreprocessParams, detector: video_io.FaceDetector | None) -> np.ndarray:
+    """The face of one grayscale image, ``[face_height, face_width]`` uint8 (the whole image without
+    ``detector``). Raises :class:`~fer_mm.data.video.NoFaceError` where the detector finds none."""
+    if detector is None:
+        return cv2.resize(image, (p.face_width, p.face_height), interpolation=cv2.INTER_AREA)
+    boxes, _ = video_io.track_faces(image[None], detector, smooth_frames=1)
+    return video_io.crop_faces(image[None], boxes, p.face_height, p.face_width)[0]
+
+
+def process_image(args: tuple) -> dict:
+    """One image's face, as :func:`~fer_mm.data.cache.process_clip` gives a clip's (or ``{"skip": reason}``)."""
+    name, path, params = args
+    try:
+        p = ImagePreprocessParams(**params)
+        problem = cache_io.check_media_file(path)
+        if problem:
+            return dict(name=name, skip=problem)
+        try:
+            image = read_gray(path)
+        except ValueError as err:
+            return dict(name=name, skip=f"unreadable image: {err}")
+        try:
+            face = face_crop(image, p, cache_io._detector(p) if p.detect else None)
+        except video_io.NoFaceError:
+            return dict(name=name, skip="no face found in the image")
+        return dict(name=name, faces=face[None], audio=np.zeros(0, np.int16), fps=0.0, faces_missing=0,
+                    audio_notes="")
+    except Exception as err:  # noqa: BLE001 - one bad image must not cost the others
+        return dict(name=name, skip=f"failed: {type(err).__name__}: {err}")
+
+
+# ------------------------------------------------------------------------------ a folder per class
+
+
+def scan_image_folder(root: Path, p: ImagePreprocessParams) -> tuple[DatasetScan, tuple[str, ...]]:
+    """``root/<class>/...`` (or ``root/<train|val|test>/<class>/...``): one row per image, and the classes.
+
+    Images in subfolders of a class folder belong to it; files that are not images are reported.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root={root} is not a folder")
+    tops = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    splits = [d for d in tops if d.name.lower() in SPLIT_FOLDERS]
+    if splits and len(splits) != len(tops):
+        raise ValueError(f"{root} mixes split folders ({', '.join(d.name for d in splits)}) with class folders "
+                         f"({', '.join(d.name for d in tops if d not in splits)}); use one layout")
+    parts = [(SPLIT_FOLDERS[d.name.lower()], d) for d in splits] or [("", root)]
+    found = sorted({d.name for _, top in parts for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")})
+    classes = tuple(p.classes) if p.classes else tuple(found)
+    if not classes:
+        raise ValueError(f"{root} holds no class folders (expected {root}/<class>/<image>, e.g. {root}/happy/001.png)")
+    unknown = sorted(set(found) - set(classes))
+    problems, rows = {}, []
+    for folder in unknown:
+        problems[folder] = f"not a class: the folder is not in data.preprocess.classes={list(classes)}"
+    pattern = re.compile(p.subject_pattern) if p.subject_pattern else None
+    for part, top in parts:
+        for label, cls in enumerate(classes):
+            for path in sorted((top / cls).rglob("*")) if (top / cls).is_dir() else []:
+                rel = path.relative_to(root).as_posix()
+                if path.is_dir() or path.name.startswith("."):
+                    continue
+                if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                    problems[rel] = f"stray file: not an image ({', '.join(IMAGE_EXTENSIONS)})"
+                    continue
+                subject = rel
+                if pattern is not None:
+                    m = pattern.search(path.stem)
+                    if m is None:
+                        problems[rel] = f"no subject id: data.preprocess.subject_pattern={p.subject_pattern!r} " \
+                                        f"does not match {path.stem!r}"
+                        continue
+                    subject = m.group("subject") if "subject" in pattern.groupindex else m.group(1) if m.groups() \
+                        else m.group(0)
+                rows.append(dict(name=rel, subject=subject, sentence="", emotion=cls, level="", label=label,
+                                 part=part, aus=NOT_CODED, path=str(path)))
+    index = pd.DataFrame(rows, columns=["name", "subject", "sentence", "emotion", "level", "label", "part", "aus",
+                                        "path"])
+    # subjects numbered in sorted order: the same files give the same ids
+    ids = {s: i + 1 for i, s in enumerate(sorted(index["subject"].unique()))}
+    index.insert(1, "actor", index.pop("subject").map(ids).astype(np.int64))
+    return DatasetScan(index=index, problems=problems, demographics=None), classes
+
+
+def image_source(p: ImagePreprocessParams, scan) -> cache_io.SampleSource:
+    """A :class:`~fer_mm.data.cache.SampleSource` over the rows ``scan(root)`` gives, one image each."""
+    params = asdict(p)
+    return cache_io.SampleSource(scan=scan, job=lambda r: (r.name, r.path, params), process=process_image,
+                                 columns=COLUMNS)
+
+
+def build_image_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams, workers: int = 0,
+                      progress: bool = True) -> cache_io.ClipCache:
+    """The image set under ``root`` in its ``format``, cached (or the finished cache opened)."""
+    from fer_mm.data import ckplus, fer2013
+
+    if p.format == "fer2013":
+        return fer2013.build_cache(root, cache_dir, p)
+    scan = (lambda r: ckplus.scan(r, p)) if p.format == "ckplus" else (lambda r: scan_image_folder(r, p)[0])
+    return cache_io.build_cache(root, cache_dir, p, workers=workers, progress=progress, source=image_source(p, scan))
+
+
+def class_names(root: Path, p: ImagePreprocessParams) -> tuple[str, ...]:
+    """The classes of an image set, in label order."""
+    from fer_mm.data import ckplus, fer2013
+
+    if p.format == "fer2013":
+        return fer2013.CLASS_NAMES
+    if p.format == "ckplus":
+        return ckplus.CLASS_NAMES
+    return scan_image_folder(root, p)[1]
+
+
+# ------------------------------------------------------------------------------ twins
+
+TWIN_KEYS = {"fer2013": ("subjects", "images_per_subject", "seed", "difficulty"), "ckplus": ("subjects", "seed")}
+
+
+def twin_folder(fmt: str, synthetic: dict) -> str:
+    """The twin's folder under its ``twin_dir``, named by its parameters (twins of other parameters
+    never share one): ``120x25_d0.3_seed0`` (FER2013), ``24_seed0`` (CK+)."""
+    if fmt not in TWIN_KEYS:
+        raise ValueError(f"data={fmt} has no synthetic twin: set data.root")
+    missing = [k for k in TWIN_KEYS[fmt] if k not in synthetic]
+    if missing:
+        raise ValueError(f"data.synthetic lacks {missing} (the {fmt} twin takes {list(TWIN_KEYS[fmt])})")
+    s = synthetic
+    if fmt == "fer2013":
+        return f"{s['subjects']}x{s['images_per_subject']}_d{s['difficulty']!r}_seed{s['seed']}"
+    return f"{s['subjects']}_seed{s['seed']}"
+
+
+def generate_twin(fmt: str, root: Path, synthetic: dict, workers: int = 0, progress: bool = True) -> Path:
+    """Write (or finish) the ``fmt`` twin with ``synthetic`` parameters under ``root``."""
+    from fer_mm.data import image_twins
+
+    twin_folder(fmt, synthetic)  # checks the keys
+    unknown = sorted(set(synthetic) - set(TWIN_KEYS[fmt]))
+    if unknown:
+        raise ValueError(f"data.synthetic.{unknown[0]}: not a parameter of the {fmt} twin ({list(TWIN_KEYS[fmt])})")
+    if fmt == "fer2013":
+        return image_twins.generate_fer2013(root, n_subjects=synthetic["subjects"],
+                                            images_per_subject=synthetic["images_per_subject"], seed=synthetic["seed"],
+                                            difficulty=synthetic["difficulty"], workers=workers, progress=progress)
+    return image_twins.generate_ckplus(root, n_subjects=synthetic["subjects"], seed=synthetic["seed"], workers=workers,
+                                       progress=progress)
