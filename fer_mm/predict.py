@@ -2,9 +2,13 @@
 
 ``checkpoint`` is a ``.ckpt`` file, a fold's run folder (its selected checkpoint is used) or, with
 ``runtime=onnx``, a model exported by :mod:`fer_mm.export`. ``input`` is a video file (mp4, mkv,
-mov, avi, webm, flv: any frame rate, size, audio codec, rate and channel count), a folder of them,
-a CREMA-D root (each clip's video paired with its WAV, as training pairs them), or a live source
-(``webcam:0``, a stream URL; see :mod:`fer_mm.stream`).
+mov, avi, webm, flv: any frame rate, size, audio codec, rate and channel count), an image (png, jpg,
+...), a folder of them, a CREMA-D root (each clip's video paired with its WAV, as training pairs
+them), or a live source (``webcam:0``, a stream URL; see :mod:`fer_mm.stream`).
+
+An image model (trained on FER2013, CK+ or a folder set) reads every face of an image (a row per
+face) and every frame of a video (the file's row is the mean over its frames, the frames its
+timeline); the face detector and crop are the ones it was trained with.
 
 Every step is the training path's own: decode (:func:`~fer_mm.data.video.decode_gray`, the audio
 through :func:`~fer_mm.data.audio.to_mono_rate`), face tracking and cropping with the detector
@@ -38,6 +42,7 @@ from fer_mm.data import video as video_io
 from fer_mm.data.cache import PreprocessError, PreprocessParams, check_media_file, load_detector
 from fer_mm.data.clips import clip_item
 from fer_mm.data.crema_d import AUDIO_DIR, VIDEO_DIR, parse_name, scan_root
+from fer_mm.data.images import IMAGE_EXTENSIONS, ImagePreprocessParams, face_crop, read_gray
 from fer_mm.models.inputs import ModelInputs
 from fer_mm.vocab import AUDIO, EMOTION_NAMES, VIDEO
 
@@ -138,11 +143,11 @@ class Recognizer:
             if "net" not in hparams:
                 raise ValueError(f"checkpoint={self.checkpoint} was not written by fer-mm's training (no model "
                                  f"hyper-parameters)")
-            system = EmotionSystem(net=hparams["net"], inputs=hparams.get("inputs"))
+            system = EmotionSystem(net=hparams["net"], inputs=hparams.get("inputs"), tasks=hparams.get("tasks"))
             system.load_state_dict(saved["state_dict"])
             system.eval().to(self.device)
             self.net, self.inputs, self.net_config = system.net, system.inputs, dict(hparams["net"])
-            data_state = saved.get("CremaDDataModule") or {}
+            data_state = saved.get("CremaDDataModule") or saved.get("ImageDataModule") or {}
             preprocess = data_state.get("preprocess") or _run_preprocess(self.checkpoint)
             if preprocess is None:
                 log.warning("%s does not say how its faces were cropped (an older checkpoint outside its run "
@@ -152,22 +157,25 @@ class Recognizer:
         self.inputs.eval().to(self.device)
         self.inputs_config = dict(inputs)
         self.class_names = list(class_names)
-        self.trained_preprocess = PreprocessParams(**(preprocess or {}))
+        # an image model (trained on FER2013, CK+ or a folder set) reads one face per image or frame
+        self.images = "format" in (preprocess or {})
+        params_class = ImagePreprocessParams if self.images else PreprocessParams
+        self.trained_preprocess = params_class(**(preprocess or {}))
         self.params = self.trained_preprocess
         if detector is not None or detector_kwargs:
             overrides = dict(detector=detector or self.params.detector, detector_kwargs=dict(detector_kwargs or {}))
-            self.params = PreprocessParams(**{**self.trained_preprocess.__dict__, **overrides})
+            self.params = params_class(**{**self.trained_preprocess.__dict__, **overrides})
             log.warning("face detector %s differs from training's (%s): crops may differ from those the model "
                         "learnt from", overrides, self.trained_preprocess.detector)
         self.spec = self.inputs.clip_spec
         self.modalities = self.spec.modalities
-        if self.spec.sample_rate != self.params.sample_rate:
+        if not self.images and self.spec.sample_rate != self.params.sample_rate:
             raise ValueError(f"the model reads {self.spec.sample_rate} Hz audio but was preprocessed at "
                              f"{self.params.sample_rate} Hz")
         # built and tried once, so that a broken detector stops before the first file; one instance
         # per core, as files' frames are searched in parallel (a stream takes one frame at a time)
         self.detectors = []
-        if VIDEO in self.modalities:
+        if VIDEO in self.modalities and getattr(self.params, "detect", True):
             try:
                 self.detectors.append(load_detector(self.params))
             except PreprocessError as err:
@@ -230,8 +238,16 @@ class Recognizer:
 
     def predict(self, video: str, audio: str | None = None, **options) -> dict:
         """One file's row, as ``predictions.csv`` holds it (options: those of :func:`predict_source`);
-        raises :class:`ClipError` with the reason a file cannot be used."""
+        raises :class:`ClipError` with the reason a file cannot be used. For an image file: the row
+        of its largest face (:meth:`predict_faces` gives every face's)."""
+        if is_image(video):
+            return self.predict_faces(video)[0]
         return predict_source(self, Source(str(video), audio), **options)[0]
+
+    def predict_faces(self, image: str) -> list[dict]:
+        """A row per face in an image, the largest first (an image model: one face each; a clip
+        model reads the image as a still clip)."""
+        return predict_image(self, Source(str(image)))[0]
 
     def describe(self) -> dict:
         return dict(checkpoint=str(self.checkpoint), runtime=self.runtime, device=str(self.device),
@@ -278,7 +294,7 @@ def read_media(video_path: str, audio_path: str | None, rec: Recognizer, missing
             raise ClipError(problem)
     frames = times = video_seconds = None
     fps, notes, video_start = 30.0, [], 0.0
-    mismatch = rec.params.max_length_mismatch
+    mismatch = getattr(rec.params, "max_length_mismatch", 0.5)  # image models' parameters have none
     if VIDEO in rec.modalities:
         try:
             decoded = video_io.decode_gray(video_path)
@@ -499,8 +515,12 @@ class Source:
         return Path(self.video).stem
 
 
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
 def find_inputs(path: str | Path) -> list[Source]:
-    """A file, a folder of videos (searched recursively), or a CREMA-D root (video + WAV pairs)."""
+    """A file, a folder of videos and images (searched recursively), or a CREMA-D root (video + WAV pairs)."""
     p = Path(path)
     if p.is_file():
         return [Source(str(p))]
@@ -513,9 +533,10 @@ def find_inputs(path: str | Path) -> list[Source]:
             log.warning("input %s: %s", name, reason)
         if sources:
             return sources
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+    media = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in media)
     if not files:
-        raise FileNotFoundError(f"input={p}: no video file ({', '.join(VIDEO_EXTENSIONS)}) in the folder")
+        raise FileNotFoundError(f"input={p}: no video or image file ({', '.join(media)}) in the folder")
     return [Source(str(f)) for f in files]
 
 
@@ -543,10 +564,13 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
     A clip no longer than training reads whole (``data.preprocess.max_seconds``, 10 s by default)
     is read whole, exactly as training reads a clip; ``window`` also gives its timeline. A longer
     clip is read in windows (``window`` seconds, 2.5 by default) and its file row is their mean.
-    Raises :class:`ClipError` with the reason a file cannot be used.
+    An image model reads every frame (:func:`predict_frames`). Raises :class:`ClipError` with the
+    reason a file cannot be used.
     """
     t0 = time.perf_counter()
     rec.check_window(window, hop)
+    if rec.images:
+        return predict_frames(rec, source, batch_size)
     media = read_media(source.video, source.audio, rec, missing_audio)
     detected = video_io.detect_faces(media.frames, rec.detectors) if VIDEO in rec.modalities else None
     long = media.seconds > rec.params.max_seconds
@@ -582,6 +606,69 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
                         reason=w.get("error", "")) for i, w in enumerate(windows)]
     annotation = dict(detected=detected, fps=media.fps, times=media.times, windows=window_rows)
     return row, window_rows, annotation
+
+
+def predict_image(rec: Recognizer, source: Source) -> tuple[list[dict], dict]:
+    """An image -> a row per face (the largest first), and what its annotation needs.
+
+    Every face the detector finds is cropped as training cropped its images
+    (:func:`~fer_mm.data.video.crop_faces`) and read as a clip of one frame; a model trained
+    on face crops (``detect=false``) reads the whole image as one face. A clip model reads each
+    face as a still clip (its frames all the same).
+    """
+    t0 = time.perf_counter()
+    if AUDIO in rec.modalities:
+        raise ClipError(f"an image, and the model reads {'+'.join(rec.modalities)}: use a video-only model")
+    problem = check_media_file(source.video)
+    if problem:
+        raise ClipError(problem)
+    try:
+        image = read_gray(source.video)
+    except ValueError as err:
+        raise ClipError(f"unreadable image: {err}") from err
+    if rec.detector is None:  # face crops already
+        boxes = np.array([[0, 0, image.shape[1], image.shape[0]]], dtype=np.float64)
+        faces = face_crop(image, rec.params, None)[None]
+    else:
+        boxes = np.asarray(rec.detector(image), dtype=np.float64).reshape(-1, 4)
+        if not len(boxes):
+            raise ClipError("no face found in the image")
+        boxes = boxes[np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")]
+        faces = video_io.crop_faces(np.broadcast_to(image, (len(boxes), *image.shape)), boxes,
+                                    rec.params.face_height, rec.params.face_width)
+    probs = rec.probabilities([clip_item(face[None], None, rec.spec) for face in faces])
+    seconds = round(time.perf_counter() - t0, 3)
+    rows = [dict(file=source.video, status="ok", reason="", face=i, box=",".join(str(int(round(v))) for v in box),
+                 **_labelled(source.name), **_probability_columns(rec, p), frames_with_face=1, frames=1,
+                 modalities=VIDEO, basis=f"face {i + 1} of {len(faces)}", notes="", seconds=seconds)
+            for i, (box, p) in enumerate(zip(boxes, probs))]
+    return rows, dict(image=image, boxes=boxes)
+
+
+def predict_frames(rec: Recognizer, source: Source, batch_size: int = 64) -> tuple[dict, list[dict], dict]:
+    """A video read by an image model: each frame's tracked face predicted on its own; the file row
+    is the mean over the frames with a face, the frames are its timeline."""
+    t0 = time.perf_counter()
+    media = read_media(source.video, None, rec)
+    if rec.detector is None:
+        detected = np.tile([0.0, 0.0, media.frames.shape[2], media.frames.shape[1]], (len(media.frames), 1))
+    else:
+        detected = video_io.detect_faces(media.frames, rec.detectors)
+    found = np.flatnonzero(np.isfinite(detected[:, 0]))
+    if not len(found):
+        raise ClipError("no face found in any frame")
+    faces = video_io.crop_faces(media.frames[found], detected[found], rec.params.face_height, rec.params.face_width)
+    probs = np.concatenate([rec.probabilities([clip_item(f[None], None, rec.spec) for f in faces[i:i + batch_size]])
+                            for i in range(0, len(faces), batch_size)])
+    row = dict(file=source.video, status="ok", reason="", **_labelled(source.name),
+               **_probability_columns(rec, probs.mean(0)), frames_with_face=len(found), frames=len(media.frames),
+               duration_s=round(media.seconds, 3), modalities=VIDEO, basis=f"mean of {len(found)} frames",
+               notes="; ".join(media.notes), seconds=round(time.perf_counter() - t0, 3))
+    times = media.times
+    frame_rows = [dict(file=source.video, window=int(i), start=float(times[i]), end=float(times[i]),
+                       **_probability_columns(rec, p), frames_with_face=1, frames=1, reason="")
+                  for i, p in zip(found, probs)]
+    return row, frame_rows, dict(detected=detected, fps=media.fps, times=times, windows=frame_rows)
 
 
 def _modalities_read(rec: Recognizer, media: Media) -> str:
@@ -622,7 +709,7 @@ def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Pat
     import av
     import cv2
 
-    boxes, _ = video_io.smooth_boxes(annotation["detected"], rec.params.smooth_frames)
+    boxes, _ = video_io.smooth_boxes(annotation["detected"], getattr(rec.params, "smooth_frames", 1))
     windows = annotation["windows"]
     centres = np.array([(w["start"] + w["end"]) / 2 for w in windows]) if windows else None
     with av.open(source.video) as src, av.open(str(path), mode="w") as out:
@@ -647,10 +734,23 @@ def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Pat
     return path
 
 
+def write_annotated_image(annotation: dict, faces: list[dict], path: Path) -> Path:
+    """The image with each face's box and its top emotion."""
+    import cv2
+
+    img = cv2.cvtColor(annotation["image"], cv2.COLOR_GRAY2BGR)
+    for (x, y, w, h), face in zip(annotation["boxes"].round().astype(int), faces):
+        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 220, 0), 2)
+        cv2.putText(img, f"{face['top']} {face['top_p']:.2f}", (x, max(15, y - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (0, 220, 0), 2)
+    cv2.imwrite(str(path), img)
+    return path
+
+
 def _columns(rec: Recognizer) -> list[str]:
     """``predictions.csv``'s columns, fixed so that rows can be written as files finish."""
-    return ["file", "status", "reason", "label_name", *[f"p_{c}" for c in rec.class_names], "top", "top_p",
-            "frames_with_face", "frames", "duration_s", "modalities", "basis", "notes", "seconds"]
+    return ["file", "status", "reason", "face", "box", "label_name", *[f"p_{c}" for c in rec.class_names], "top",
+            "top_p", "frames_with_face", "frames", "duration_s", "modalities", "basis", "notes", "seconds"]
 
 
 class _AppendCsv:
@@ -699,8 +799,13 @@ def predict_files(rec: Recognizer, sources: list[Source], output: Path, window: 
     for source, stem in tqdm(list(zip(sources, _output_stems(sources))), desc="predicting", unit="file",
                              disable=not progress):
         t0 = time.perf_counter()
+        faces: list[dict] = []
         try:
-            row, windows, annotation = predict_source(rec, source, window, hop, missing_audio, batch_size)
+            if is_image(source.video):
+                faces, annotation = predict_image(rec, source)
+                row, windows = faces[0], []
+            else:
+                row, windows, annotation = predict_source(rec, source, window, hop, missing_audio, batch_size)
         except ClipError as err:
             log.warning("%s: %s", source.video, err)
             row, windows = failed_row(rec, source, str(err), time.perf_counter() - t0), []
@@ -713,7 +818,10 @@ def predict_files(rec: Recognizer, sources: list[Source], output: Path, window: 
             drawings.append(("timeline", lambda: plot_timeline(
                 pd.DataFrame(windows), rec.class_names, f"{Path(source.video).name} ({row['modalities']})",
                 output / f"{stem}_timeline.png")))
-        if annotate and row["status"] == "ok" and VIDEO in rec.modalities:
+        if annotate and faces:
+            drawings.append(("annotated copy", lambda: write_annotated_image(annotation, faces,
+                                                                             output / f"{stem}_annotated.png")))
+        elif annotate and row["status"] == "ok" and VIDEO in rec.modalities:
             drawings.append(("annotated copy", lambda: write_annotated(source, annotation, rec,
                                                                        output / f"{stem}_annotated.mp4")))
         for what, draw in drawings:
@@ -722,12 +830,12 @@ def predict_files(rec: Recognizer, sources: list[Source], output: Path, window: 
             except Exception as err:  # noqa: BLE001 - the predictions stand without the picture
                 log.warning("%s: no %s: %s: %s", source.video, what, type(err).__name__, err)
                 row["notes"] = "; ".join(filter(None, [row.get("notes"), f"no {what}: {err}"]))
-        rows.append(row)
-        files.add([row])
+        rows += faces or [row]
+        files.add(faces or [row])
         window_csv.add(windows)
     table = pd.read_csv(files.path, keep_default_na=True) if files.path.exists() else pd.DataFrame(columns=_columns(rec))
     summary = dict(model=rec.describe(), window=window, hop=hop, missing_audio=missing_audio,
-                   files=len(rows), succeeded=int((table["status"] == "ok").sum()),
+                   files=len(sources), succeeded=int(table.loc[table["status"] == "ok", "file"].nunique()),
                    rows=json.loads(table.to_json(orient="records")))
     (output / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
     return table
@@ -758,10 +866,11 @@ def run(cfg) -> int:
     table = predict_files(rec, find_inputs(cfg.input), output, cfg.window, cfg.hop, cfg.missing_audio,
                           cfg.annotate, cfg.batch_size, cfg.progress)
     ok = table[table["status"] == "ok"]
-    print(f"\n{len(ok)} of {len(table)} files predicted ({'+'.join(rec.modalities)}, {rec.runtime}); "
+    print(f"\n{ok['file'].nunique()} of {table['file'].nunique()} files predicted ({'+'.join(rec.modalities)}, {rec.runtime}); "
           f"results: {output / 'predictions.csv'}")
     for _, r in table.iterrows():
-        print(f"  {Path(r['file']).name}: " + (f"{r['top']} {r['top_p']:.2f}  ({r['basis']})"
+        face = f" face {int(r['face'])}" if pd.notna(r.get("face")) else ""
+        print(f"  {Path(r['file']).name}{face}: " + (f"{r['top']} {r['top_p']:.2f}  ({r['basis']})"
                                                  if r["status"] == "ok" else f"FAILED: {r['reason']}"))
     return 0 if len(ok) else 1
 
