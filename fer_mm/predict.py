@@ -143,7 +143,10 @@ class Recognizer:
             if "net" not in hparams:
                 raise ValueError(f"checkpoint={self.checkpoint} was not written by fer-mm's training (no model "
                                  f"hyper-parameters)")
-            system = EmotionSystem(net=hparams["net"], inputs=hparams.get("inputs"), tasks=hparams.get("tasks"))
+            # the ImageNet file a transfer run started from is not needed (nor perhaps present) here:
+            # every weight is in the checkpoint
+            net = {k: v for k, v in hparams["net"].items() if k != "pretrained"}
+            system = EmotionSystem(net=net, inputs=hparams.get("inputs"), tasks=hparams.get("tasks"))
             system.load_state_dict(saved["state_dict"])
             system.eval().to(self.device)
             self.net, self.inputs, self.net_config = system.net, system.inputs, dict(hparams["net"])
@@ -186,6 +189,25 @@ class Recognizer:
             threads = detector_threads or (_cores() if parallel else 1)
             self.detectors += [load_detector(self.params) for _ in range(threads - 1)]
         self.detector = self.detectors[0] if self.detectors else None
+
+    @property
+    def smooth_frames(self) -> int:
+        """Frames the face boxes are averaged over, as in training (an image model: each frame alone)."""
+        return getattr(self.params, "smooth_frames", 1)
+
+    def locate(self, frames: np.ndarray) -> np.ndarray:
+        """Each frame's tracked face box (NaN rows: none); the whole frame for a model trained on face
+        crops (``detect=false``), which finds no faces."""
+        if self.detector is None:
+            return np.tile([0.0, 0.0, frames.shape[2], frames.shape[1]], (len(frames), 1))
+        return video_io.detect_faces(frames, self.detectors)
+
+    def crop(self, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The faces ``[N, face_height, face_width]`` of ``frames`` in their ``boxes``, as training
+        cropped them; whole frames resized for a model trained on face crops."""
+        if self.detector is None:
+            return np.stack([face_crop(frame, self.params, None) for frame in frames])
+        return video_io.crop_faces(frames, boxes, self.params.face_height, self.params.face_width)
 
     def _load_onnx(self, path: Path) -> dict:
         try:
@@ -350,10 +372,10 @@ def clip_input(rec: Recognizer, frames: np.ndarray | None, detected: np.ndarray 
     with_face, notes = 0, []
     if VIDEO in rec.modalities:
         try:
-            boxes, missing = video_io.smooth_boxes(detected, rec.params.smooth_frames)
+            boxes, missing = video_io.smooth_boxes(detected, rec.smooth_frames)
         except video_io.NoFaceError as err:
             raise ClipError(str(err)) from err
-        faces = video_io.crop_faces(frames, boxes, rec.params.face_height, rec.params.face_width)
+        faces = rec.crop(frames, boxes)
         with_face = len(frames) - missing
     if AUDIO in rec.modalities:
         loaded = audio_io.to_mono_rate(audio, audio_rate, rec.spec.sample_rate)
@@ -396,7 +418,9 @@ class Windows:
             return
         self.times.append(t)
         self.frames.append(gray)
-        self.detected.append(self.tracker(gray) if box is None else box)
+        if box is None:
+            box = self.tracker(gray) if self.tracker is not None else self.rec.locate(gray[None])[0]
+        self.detected.append(box)
         self.video_time = t
 
     def add_audio(self, samples: np.ndarray, rate: int) -> None:
@@ -572,7 +596,7 @@ def predict_source(rec: Recognizer, source: Source, window: float | None = None,
     if rec.images:
         return predict_frames(rec, source, batch_size)
     media = read_media(source.video, source.audio, rec, missing_audio)
-    detected = video_io.detect_faces(media.frames, rec.detectors) if VIDEO in rec.modalities else None
+    detected = rec.locate(media.frames) if VIDEO in rec.modalities else None
     long = media.seconds > rec.params.max_seconds
     windows: list[dict] = []
     if window or long:
@@ -626,21 +650,24 @@ def predict_image(rec: Recognizer, source: Source) -> tuple[list[dict], dict]:
         image = read_gray(source.video)
     except ValueError as err:
         raise ClipError(f"unreadable image: {err}") from err
-    if rec.detector is None:  # face crops already
-        boxes = np.array([[0, 0, image.shape[1], image.shape[0]]], dtype=np.float64)
-        faces = face_crop(image, rec.params, None)[None]
-    else:
-        boxes = np.asarray(rec.detector(image), dtype=np.float64).reshape(-1, 4)
-        if not len(boxes):
+    notes = ""
+    boxes = rec.locate(image[None]) if rec.detector is None else \
+        np.asarray(rec.detector(image), dtype=np.float64).reshape(-1, 4)
+    if not len(boxes):
+        small = image.shape[0] <= 2 * rec.params.face_height and image.shape[1] <= 2 * rec.params.face_width
+        if not small:
             raise ClipError("no face found in the image")
+        # a face crop already (FER2013's are 48x48): too small for the detector to find the face in it
+        boxes, notes = rec.locate(image[None]), "no face found in an image this small: read whole as a face crop"
+        faces = np.stack([face_crop(image, rec.params, None)])
+    else:
         boxes = boxes[np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")]
-        faces = video_io.crop_faces(np.broadcast_to(image, (len(boxes), *image.shape)), boxes,
-                                    rec.params.face_height, rec.params.face_width)
+        faces = rec.crop(np.broadcast_to(image, (len(boxes), *image.shape)), boxes)
     probs = rec.probabilities([clip_item(face[None], None, rec.spec) for face in faces])
     seconds = round(time.perf_counter() - t0, 3)
     rows = [dict(file=source.video, status="ok", reason="", face=i, box=",".join(str(int(round(v))) for v in box),
                  **_labelled(source.name), **_probability_columns(rec, p), frames_with_face=1, frames=1,
-                 modalities=VIDEO, basis=f"face {i + 1} of {len(faces)}", notes="", seconds=seconds)
+                 modalities=VIDEO, basis=f"face {i + 1} of {len(faces)}", notes=notes, seconds=seconds)
             for i, (box, p) in enumerate(zip(boxes, probs))]
     return rows, dict(image=image, boxes=boxes)
 
@@ -650,14 +677,11 @@ def predict_frames(rec: Recognizer, source: Source, batch_size: int = 64) -> tup
     is the mean over the frames with a face, the frames are its timeline."""
     t0 = time.perf_counter()
     media = read_media(source.video, None, rec)
-    if rec.detector is None:
-        detected = np.tile([0.0, 0.0, media.frames.shape[2], media.frames.shape[1]], (len(media.frames), 1))
-    else:
-        detected = video_io.detect_faces(media.frames, rec.detectors)
+    detected = rec.locate(media.frames)
     found = np.flatnonzero(np.isfinite(detected[:, 0]))
     if not len(found):
         raise ClipError("no face found in any frame")
-    faces = video_io.crop_faces(media.frames[found], detected[found], rec.params.face_height, rec.params.face_width)
+    faces = rec.crop(media.frames[found], detected[found])
     probs = np.concatenate([rec.probabilities([clip_item(f[None], None, rec.spec) for f in faces[i:i + batch_size]])
                             for i in range(0, len(faces), batch_size)])
     row = dict(file=source.video, status="ok", reason="", **_labelled(source.name),
@@ -709,7 +733,7 @@ def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Pat
     import av
     import cv2
 
-    boxes, _ = video_io.smooth_boxes(annotation["detected"], getattr(rec.params, "smooth_frames", 1))
+    boxes, _ = video_io.smooth_boxes(annotation["detected"], rec.smooth_frames)
     windows = annotation["windows"]
     centres = np.array([(w["start"] + w["end"]) / 2 for w in windows]) if windows else None
     with av.open(source.video) as src, av.open(str(path), mode="w") as out:

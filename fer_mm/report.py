@@ -28,7 +28,7 @@ from scipy import stats
 
 from fer_mm.data.crema_d import parse_name
 from fer_mm.data.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
-from fer_mm.data.synthetic import TWIN_VERSION
+from fer_mm.data.synthetic import TWIN_KIND, TWIN_VERSION
 from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
 from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
@@ -79,7 +79,7 @@ def twin_generation(record: dict) -> dict | None:
     """The twin's ``{seed, difficulty}`` a fold ran on (from its record's ``twin``), or None on real
     data and on twins of another generator version, whose ceilings this code cannot compute."""
     spec = record.get("twin")
-    if not spec or spec.get("version") != TWIN_VERSION or spec.get("kind") != "fer-mm synthetic CREMA-D twin":
+    if not spec or spec.get("version") != TWIN_VERSION or spec.get("kind") != TWIN_KIND:
         return None
     return dict(seed=spec["seed"], difficulty=resolve_difficulty(spec["difficulty"]))
 
@@ -249,11 +249,13 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 
 def default_pairs(experiments: list[Experiment]) -> list[tuple[str, str]]:
-    """Every pair with the same protocol as (A, B); where one's inputs strictly contain the other's,
-    the richer one is B, so each difference reads "richer minus poorer" (e.g. fused minus audio)."""
+    """Every pair with the same protocol on the same data as (A, B); where one's inputs strictly contain
+    the other's, the richer one is B, so each difference reads "richer minus poorer" (e.g. fused minus audio)."""
     pairs = []
     for a, b in itertools.combinations(experiments, 2):
-        if a.protocol == b.protocol:
+        same_data = all(next(iter(a.folds.values()))[k] == next(iter(b.folds.values()))[k]
+                        for k in ("dataset", "class_names"))
+        if a.protocol == b.protocol and same_data:
             pairs.append((b.key, a.key) if set(a.modalities) > set(b.modalities) else (a.key, b.key))
     return pairs
 
@@ -315,7 +317,7 @@ def _selection(summaries: list[dict]) -> str:
 def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict | None, images: dict) -> str:
     lines = ["# fer-mm results", ""]
     datasets = {s["dataset"] for s in summaries}
-    lines += [f"Labels: {summaries[0]['label']}. Data: "
+    lines += [f"Labels: {'; '.join(dict.fromkeys(s['label'] for s in summaries))}. Data: "
               + (f"{DATASET_TITLES[datasets.pop()]}." if len(datasets) == 1 else
                  "mixed: " + ", ".join(DATASET_TITLES[d] for d in sorted(datasets)) + "."),
               _independence_text(summaries) + _selection(summaries), "",

@@ -74,10 +74,15 @@ class EmotionSystem(pl.LightningModule):
     def _load_net_weights(self, path: str) -> None:
         # weights only: a checkpoint is data, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
-        weights = {k: v for k, v in state.items() if k.startswith("net.")}
+        weights = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
         if not weights:
             raise ValueError(f"model.init_from={path}: the checkpoint holds no model weights (no 'net.' keys)")
-        self.load_state_dict(weights, strict=False)
+        # a single-task checkpoint into a model with task heads: its weights are the base model's
+        target = self.net.base if isinstance(self.net, MultiTaskModel) and not any(
+            k.startswith("base.") for k in weights) else self.net
+        _, unexpected = target.load_state_dict(weights, strict=False)
+        if len(unexpected) == len(weights):
+            raise ValueError(f"model.init_from={path}: none of its weights fit this model (another architecture?)")
 
     def _confusion(self, stage: str) -> ConfusionMetric:
         return getattr(self, f"{stage}_confusion")

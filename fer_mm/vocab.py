@@ -22,6 +22,10 @@ DATASET_TITLES = {CREMA_D: "real CREMA-D", CREMA_D_TWIN: "the synthetic CREMA-D 
                   "ckplus": "CK+", "ckplus_twin": "the synthetic CK+ twin (not real CK+)",
                   "image_folder": "a folder of face images per class"}
 
+# the tasks a model can learn beside emotion (fer_mm.data.targets, fer_mm.models.multitask)
+TASKS = ("gender", "age", "au")
+GENDER_NAMES = ("female", "male")
+
 LABEL_SOURCE = "acted emotion (from the clip's file name)"
 IMAGE_LABEL_SOURCES = {
     "fer2013": "FER2013's emotion column",

@@ -212,3 +212,29 @@ def test_cache_reads_text_columns_as_text(ck_folder, tmp_path):
     cache = build_image_cache(root, tmp_path, ImagePreprocessParams(format="ckplus"), workers=1, progress=False)
     again = ClipCache(cache.path)
     assert again.clips["sentence"].str.fullmatch(r"\d{3}").all()  # "001", not 1
+
+
+def test_folder_subjects_without_ids_are_not_ordered_by_class(tmp_path):
+    """Each image its own subject: ids in an order unrelated to the class folders, so that folds cut
+    from runs of ids (speaker_kfold by_id) hold every class."""
+    for cls in ("angry", "happy", "sad"):
+        (tmp_path / "faces" / cls).mkdir(parents=True)
+        for i in range(8):
+            cv2.imwrite(str(tmp_path / "faces" / cls / f"{i:02d}.png"), np.full((48, 48), 30 * i, np.uint8))
+    p = ImagePreprocessParams(format="image_folder", detect=False)
+    cache = build_image_cache(tmp_path / "faces", tmp_path / "cache", p, workers=1, progress=False)
+    assert cache.clips["actor"].nunique() == 24
+    for fold in range(4):
+        _, rows = SpeakerKFold(k=4).assign(cache.clips, fold)
+        assert cache.clips["label"][rows["train"]].nunique() == 3
+
+
+def test_fer2013_csv_is_found_under_its_other_names(fer_csv, tmp_path):
+    root, _ = fer_csv
+    text = (root / "fer2013.csv").read_text()
+    (tmp_path / "kaggle").mkdir()
+    (tmp_path / "kaggle" / "icml_face_data.csv").write_text(text)
+    (tmp_path / "tar" / "fer2013").mkdir(parents=True)
+    (tmp_path / "tar" / "fer2013" / "fer2013.csv").write_text(text)
+    for root in (tmp_path / "kaggle", tmp_path / "tar", tmp_path / "tar" / "fer2013" / "fer2013.csv"):
+        assert len(fer2013.read_csv(root)[0]) == len(text.splitlines()) - 1

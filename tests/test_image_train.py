@@ -48,16 +48,27 @@ def test_independent_fer2013_csv_trains_with_the_command_unchanged(tmp_path, ima
 
 
 def test_independent_ckplus_folder_trains_with_the_command_unchanged(tmp_path, image_overrides, make_cfg):
+    """With ImageNet weights from a local file (here torchvision's architecture, random weights); the
+    checkpoint then predicts without that file."""
+    from torchvision.models import resnet50
+
+    from fer_mm.predict import Recognizer
+
     data = tmp_path / "CK+"
     sequences = write_ckplus_folder(data)
+    weights = tmp_path / "resnet50-imagenet.pth"
+    torch.save(resnet50().state_dict(), weights)
     m = train(make_cfg(tmp_path / "run", ["experiment=ckplus_resnet50", "debug=limit", "cv.fold=1",
-                                          *image_overrides(data)]))
+                                          f"model.net.pretrained={weights}", *image_overrides(data)]))
     subjects = {int(s["subject"][1:]) for s in sequences if s["label"] is not None}
     assert m["dataset"] == "ckplus" and m["speaker_independent"] is True and m["folds_total"] == 5
     parts = [set(m["actors"][p]) for p in ("train", "val", "test")]
     assert set().union(*parts) == subjects and sum(map(len, parts)) == len(subjects)
     predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
     assert set(predictions["actor"]) == set(m["actors"]["test"])
+    weights.unlink()  # every weight is in the checkpoint
+    row = Recognizer(tmp_path / "run").predict(str(sequences[0]["peak"]))
+    assert row["status"] == "ok" and row["top"] in m["class_names"]
 
 
 def test_multitask_reports_gender_and_age_per_fold_and_pooled(tmp_path, data_overrides, make_cfg):
@@ -215,3 +226,32 @@ def test_an_image_model_with_task_heads_exports_to_onnx(tmp_path, ckplus_au_run)
     assert onnx.images and onnx_row["box"] == torch_row["box"]
     columns = [f"p_{c}" for c in onnx.class_names]
     assert np.allclose([onnx_row[c] for c in columns], [torch_row[c] for c in columns], atol=1e-4)
+
+
+def test_a_live_source_runs_an_image_model_window_by_window(ckplus_au_run, twin_root):
+    """The stream's path (Windows) with an image model: each window reads one tracked face."""
+    from fer_mm.data.video import decode_gray
+    from fer_mm.predict import Recognizer, Windows, predict_windows
+
+    rec = Recognizer(ckplus_au_run[0] / "fold_0")
+    decoded = decode_gray(str(next((twin_root / "VideoFlash").glob("*.flv"))))
+    windows = Windows(rec, 0.5, 0.5)
+    for t, frame in zip(decoded.times, decoded.frames):
+        windows.add_frame(float(t), frame)
+    rows = predict_windows(rec, windows.ready(final=True))
+    assert len(rows) >= 3 and all(abs(sum(r["probs"]) - 1) < 1e-4 for r in rows)
+
+
+def test_init_from_a_single_task_checkpoint_loads_the_base_of_a_multitask_model(tmp_path):
+    from fer_mm.system import EmotionSystem
+
+    net = {"name": "mini_xception", "num_classes": 7}
+    single = EmotionSystem(net=net, inputs={"frames": 1})
+    torch.save({"state_dict": single.state_dict()}, tmp_path / "single.ckpt")
+    multi = EmotionSystem(net=net, inputs={"frames": 1}, tasks={"gender": {"weight": 1}},
+                          init_from=str(tmp_path / "single.ckpt"))
+    for key, value in single.net.state_dict().items():
+        assert torch.equal(multi.net.base.state_dict()[key], value)
+    torch.save({"state_dict": {"net.other.weight": torch.zeros(1)}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match="none of its weights fit"):
+        EmotionSystem(net=net, inputs={"frames": 1}, init_from=str(tmp_path / "foreign.ckpt"))

@@ -192,7 +192,8 @@ def test_synth_cli_writes_an_image_twin_to_the_data_folder(tmp_path, monkeypatch
     monkeypatch.setenv("FER_MM_ROOT", str(tmp_path))
     main(["--dataset", "fer2013", "--subjects", "3", "--workers", "1"])
     out = capsys.readouterr().out
-    assert (tmp_path / "datasets" / "fer2013_twin" / "seed0" / "fer2013.csv").is_file()
+    # where data=fer2013 data.synthetic.subjects=3 reads it
+    assert (tmp_path / "datasets" / "fer2013_twin" / "3x25_d0.3_seed0" / "fer2013.csv").is_file()
     assert "75 images of 3 subjects" in out and "Bayes ceiling" in out
 
 

@@ -294,7 +294,8 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
         job, process, columns = source.job, source.process, source.columns
     # built here, before any worker starts: a broken detector is one message, not one per clip.
     # Serial runs use this one; spawned workers build their own.
-    _DETECTOR = _detector_key(params), load_detector(params)
+    if getattr(params, "detect", True):  # face crops (an image set with detect=false) need none
+        _DETECTOR = _detector_key(params), load_detector(params)
     parts = final.with_name(final.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     for stale in parts.glob("*.json"):  # a stopped run's report, or skip records of older versions
@@ -321,8 +322,11 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
                 write_atomic(parts / f"{part_stem(name)}.npz", functools.partial(_save_part, result=result, meta=meta))
             if seen == watch and len(skipped) == seen and len({reason_kind(r) for r in skipped.values()}) == 1:
                 raise _stopped(_systematic(skipped, params, len(scan.index)), parts, root, scan, params, skipped, seen)
-    for path, reason in scan.problems.items():
-        log.warning("skipped %s: %s", path, reason)
+    for kind, paths in _by_kind(scan.problems).items():
+        for path in paths[:3]:
+            log.warning("skipped %s: %s", path, scan.problems[path])
+        if len(paths) > 3:
+            log.warning("... and %d more skipped as %r (all listed in the preprocessing report)", len(paths) - 3, kind)
     if len(skipped) == len(scan.index):  # every clip is either in parts or skipped: none was cached
         kinds = Counter(reason_kind(r) for r in {**scan.problems, **skipped}.values())
         summary = ", ".join(f"{n} x {kind}" for kind, n in kinds.most_common(3)) or "nothing to read"
@@ -334,6 +338,13 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
 def _save_part(path: Path, result: dict, meta: dict) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
         np.savez(f, faces=result["faces"], audio=result["audio"], meta=json.dumps(meta))
+
+
+def _by_kind(problems: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for path, reason in problems.items():
+        out.setdefault(reason_kind(reason), []).append(path)
+    return out
 
 
 def reason_kind(reason: str) -> str:
@@ -348,7 +359,7 @@ def _systematic(skipped: dict, p: PreprocessParams, n_clips: int) -> str:
     kind = reason_kind(reason)
     which = f"the first {len(skipped)} clips" if len(skipped) < n_clips else f"all {n_clips} clips"
     message = f"{which} failed the same way ({kind}), e.g. {name}: {reason}"
-    if kind == "no face found in any frame":
+    if kind.startswith("no face found in"):
         message += (f". The face detector {detector_label(p)} finds no face in any of them: check its "
                     f"settings (e.g. min_size against the video size) or choose another detector")
         if hasattr(p, "detect"):

@@ -35,7 +35,8 @@ def find_folder(root: Path, name: str) -> Path | None:
     ``extended-cohn-kanade-images/cohn-kanade-images``, ``Emotion_labels/Emotion``)."""
     if (root / name).is_dir():
         return root / name
-    return next((d / name for d in sorted(root.iterdir()) if d.is_dir() and (d / name).is_dir()), None)
+    return next((d / name for d in sorted(root.iterdir())
+                 if d.is_dir() and not d.name.startswith((".", "__")) and (d / name).is_dir()), None)
 
 
 def read_numbers(path: Path) -> list[list[float]]:

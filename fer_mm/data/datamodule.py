@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from fer_mm.data import targets as targets_io
 from fer_mm.data.cache import ClipCache, PreprocessParams, build_cache, cache_path
 from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
-from fer_mm.data.images import ImagePreprocessParams, build_image_cache, class_names, generate_twin, twin_folder
+from fer_mm.data.images import (ImagePreprocessParams, build_image_cache, class_names, folder_layout, generate_twin,
+                                twin_folder)
 from fer_mm.data.protocols import LeaveOneSubjectOut, Split
 from fer_mm.data.synthetic import read_spec
 from fer_mm.data.crema_d import DEMOGRAPHICS_FILE
@@ -255,6 +256,10 @@ class ImageDataModule(FaceDataModule):
                  preprocess: dict | None = None, **kwargs):
         super().__init__(cache_dir, **kwargs)
         self.params = ImagePreprocessParams(**(preprocess or {}))
+        if self.params.format == "image_folder" and not self.params.classes and root is not None:
+            # the classes as found now, in the cache's key: a class folder added later makes a new
+            # cache rather than shifting the labels of the old one
+            self.params = replace(self.params, classes=folder_layout(root)[1])
         self.synthetic = dict(synthetic or {}) if root is None else None
         if root is None:
             if self.params.format == "image_folder" or not twin_dir:

@@ -24,19 +24,26 @@ COLUMNS = ("emotion", "pixels", "Usage")
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SIZE = 48
 USAGE_PARTS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+OTHER_NAMES = ("icml_face_data.csv",)  # Kaggle's copy: the same columns, written ", Usage, pixels"
 
 log = logging.getLogger(__name__)
 
 
 
 def csv_path(root: Path) -> Path:
-    """``fer2013.csv`` in ``root`` (or ``root`` itself, where it is the file)."""
+    """The csv in ``root``: ``fer2013.csv``, or Kaggle's ``icml_face_data.csv`` (the same table), in
+    ``root`` or a ``fer2013/`` folder in it (as the release's tar unpacks); or ``root`` itself, a csv."""
     root = Path(root)
-    path = root if root.is_file() else root / CSV_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"data.root={root} holds no {CSV_FILE} (FER2013's release: one csv with columns "
-                                f"{','.join(COLUMNS)}; set data.root to the folder that holds it)")
-    return path
+    if root.is_file():
+        return root
+    for path in (root / name for name in (CSV_FILE, *OTHER_NAMES)):
+        if path.is_file():
+            return path
+    for path in (root / "fer2013" / name for name in (CSV_FILE, *OTHER_NAMES)):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"data.root={root} holds no {CSV_FILE} (FER2013's release: one csv with columns "
+                            f"{','.join(COLUMNS)}): set data.root to its folder, or to the csv file itself")
 
 
 def read_csv(root: Path) -> tuple[pd.DataFrame, np.ndarray, dict[str, str]]:
@@ -104,7 +111,15 @@ def build_cache(root: Path, cache_dir: Path, p):
     n = len(index)
     clips = index.assign(n_frames=1, fps=0.0, video_offset=np.arange(n), n_samples=0, audio_offset=0,
                          faces_missing=0, audio_notes="")
+    # FER2013 is known to hold the same face in more than one part: counted, so that a leak is visible
+    seen = {face.tobytes() for face in faces[(clips["part"] == "train").to_numpy()]}
+    repeated = {part: int(sum(face.tobytes() in seen for face in faces[(clips["part"] == part).to_numpy()]))
+                for part in ("val", "test")}
+    if any(repeated.values()):
+        log.warning("FER2013: %s images of PublicTest / PrivateTest are pixel for pixel in Training",
+                    " / ".join(str(v) for v in repeated.values()))
     report = dict(root=str(csv_path(root).resolve()), cached_clips=n, skipped_count=len(problems),
+                  same_face_as_training=repeated,
                   skipped=problems, actors=0, clips_per_emotion=clips["emotion"].value_counts().sort_index().to_dict(),
                   clips_per_part=clips["part"].value_counts().to_dict(), frames=n, audio_seconds=0.0,
                   frames_without_face=0, notes={}, seconds=round(time.time() - t0, 1), versions=versions(p))

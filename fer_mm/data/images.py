@@ -14,6 +14,7 @@ already and are only resized.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -132,22 +133,30 @@ def process_image(args: tuple) -> dict:
 # ------------------------------------------------------------------------------ a folder per class
 
 
-def scan_image_folder(root: Path, p: ImagePreprocessParams) -> tuple[DatasetScan, tuple[str, ...]]:
-    """``root/<class>/...`` (or ``root/<train|val|test>/<class>/...``): one row per image, and the classes.
-
-    Images in subfolders of a class folder belong to it; files that are not images are reported.
-    """
+def folder_layout(root: Path) -> tuple[list[tuple[str, Path]], tuple[str, ...]]:
+    """A folder set's (part, folder) pairs (``train``/``val``/``test`` split folders, or the root
+    alone) and the class folders found in them, sorted."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root={root} is not a folder")
-    tops = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    tops = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "__")))
     splits = [d for d in tops if d.name.lower() in SPLIT_FOLDERS]
     if splits and len(splits) != len(tops):
         raise ValueError(f"{root} mixes split folders ({', '.join(d.name for d in splits)}) with class folders "
                          f"({', '.join(d.name for d in tops if d not in splits)}); use one layout")
     parts = [(SPLIT_FOLDERS[d.name.lower()], d) for d in splits] or [("", root)]
-    found = sorted({d.name for _, top in parts for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")})
-    classes = tuple(p.classes) if p.classes else tuple(found)
+    found = sorted({d.name for _, top in parts for d in top.iterdir()
+                    if d.is_dir() and not d.name.startswith((".", "__"))})
+    return parts, tuple(found)
+
+
+def scan_image_folder(root: Path, p: ImagePreprocessParams) -> tuple[DatasetScan, tuple[str, ...]]:
+    """``root/<class>/...`` (or ``root/<train|val|test>/<class>/...``): one row per image, and the classes.
+
+    Images in subfolders of a class folder belong to it; files that are not images are reported.
+    """
+    parts, found = folder_layout(root)
+    classes = tuple(p.classes) if p.classes else found
     if not classes:
         raise ValueError(f"{root} holds no class folders (expected {root}/<class>/<image>, e.g. {root}/happy/001.png)")
     unknown = sorted(set(found) - set(classes))
@@ -177,8 +186,11 @@ def scan_image_folder(root: Path, p: ImagePreprocessParams) -> tuple[DatasetScan
                                  part=part, aus=NOT_CODED, path=str(path)))
     index = pd.DataFrame(rows, columns=["name", "subject", "sentence", "emotion", "level", "label", "part", "aus",
                                         "path"])
-    # subjects numbered in sorted order: the same files give the same ids
-    ids = {s: i + 1 for i, s in enumerate(sorted(index["subject"].unique()))}
+    # subjects numbered in an order fixed by their names (the same files give the same ids) but
+    # unrelated to the folders: protocols that cut runs of ids (speaker_kfold by_id) then never cut
+    # a fold out of one class, as they would where each image is its own subject
+    ids = {s: i + 1 for i, s in enumerate(sorted(index["subject"].unique(),
+                                                 key=lambda s: hashlib.sha1(s.encode()).hexdigest()))}
     index.insert(1, "actor", index.pop("subject").map(ids).astype(np.int64))
     return DatasetScan(index=index, problems=problems, demographics=None), classes
 

@@ -113,6 +113,7 @@ SYLLABLES_PER_SENTENCE = {
 VOWEL_FORMANTS = np.array(  # F1, F2, F3 (Hz) of an adult male voice
     [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]], dtype=float
 )
+TWIN_KIND = "fer-mm synthetic CREMA-D twin"  # SYNTHETIC.json's kind (image twins have theirs)
 SPEC_FILE = "SYNTHETIC.json"  # marks a folder as a generated twin (and records how it was made)
 DISPLAYS_FILE = "displays.csv"  # each clip's displayed emotion per modality (the twin's ground truth of difficulty)
 # 2: displayed emotions (difficulty), level-free intensity, emotion-free clip length, per-modality timing
@@ -490,7 +491,7 @@ def twin_spec(n_actors: int = 12, n_sentences: int = 4, seed: int = 0, difficult
     """What ``SYNTHETIC.json`` records about a twin: its parameters and its Bayes ceilings."""
     weights = resolve_difficulty(difficulty, "data.synthetic.difficulty (--difficulty)")
     names = twin_names(n_actors, n_sentences)
-    return dict(kind="fer-mm synthetic CREMA-D twin", version=TWIN_VERSION, actors=n_actors, sentences=n_sentences,
+    return dict(kind=TWIN_KIND, version=TWIN_VERSION, actors=n_actors, sentences=n_sentences,
                 seed=seed, difficulty=weights, difficulty_preset=preset_name(weights), clips=len(names),
                 ceilings=ceilings(names, weights), displays=DISPLAYS_FILE)
 

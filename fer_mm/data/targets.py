@@ -1,6 +1,6 @@
 """The targets of the tasks beside emotion: gender, age and action units, by cache row.
 
-- ``gender``: 0 female, 1 male (:data:`GENDER_NAMES`), -1 unknown; from the subjects' table
+- ``gender``: 0 female, 1 male (:data:`fer_mm.vocab.GENDER_NAMES`), -1 unknown; from the subjects' table
   (CREMA-D's ``VideoDemographics.csv``: its ``Sex``);
 - ``age``: years, NaN unknown; from the same table (``Age``);
 - ``au``: one column per requested action unit, 1 present, 0 absent, NaN not coded; from an
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fer_mm.vocab import GENDER_NAMES, TASKS
+
 log = logging.getLogger(__name__)
 
-GENDER_NAMES = ("female", "male")
-TASKS = ("gender", "age", "au")
 NOT_CODED = "?"
 
 
@@ -34,7 +34,7 @@ def read_subjects(path: Path) -> pd.DataFrame | None:
         return None
     table = read_demographics(path)
     sex = table["sex"].astype(str).str.strip().str.lower()
-    gender = sex.map({"female": 0, "male": 1}).fillna(-1).astype(np.int64)
+    gender = sex.map({name: i for i, name in enumerate(GENDER_NAMES)}).fillna(-1).astype(np.int64)
     age = pd.to_numeric(table["age"], errors="coerce").astype(np.float32)
     return pd.DataFrame(dict(gender=gender, age=age), index=table.index)
 

@@ -19,6 +19,9 @@ from fer_mm.data.clips import ClipSpec
 from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
 
 PIXEL_CENTRE, PIXEL_SCALE = 127.0, 128.0  # uint8 faces -> about [-1, 1]
+# (centre, scale) of each normalisation: the method's, and ImageNet's statistics on gray pixels (the
+# channel means of its mean and std: x / 255 - 0.449) / 0.226), for networks pretrained on ImageNet
+NORMALIZATIONS = {"centre": (PIXEL_CENTRE, PIXEL_SCALE), "imagenet": (0.449 * 255, 0.226 * 255)}
 
 
 class ModelInputs(nn.Module):
@@ -37,15 +40,22 @@ class ModelInputs(nn.Module):
             and its arguments.
         flip: in training, mirror the faces of a random half of each batch left to right (the
             usual augmentation of the image FER systems; a face's expression reads the same mirrored).
+        normalize: ``centre`` (``(x - 127) / 128``) or ``imagenet`` (ImageNet's statistics, for
+            weights pretrained on it: their frozen batch norms expect that scale).
     """
 
     def __init__(self, modalities: Sequence[str], frames: int = 20, sample_rate: int = SAMPLE_RATE,
-                 max_audio_seconds: float = 5.0, audio: dict | None = None, flip: bool = False):
+                 max_audio_seconds: float = 5.0, audio: dict | None = None, flip: bool = False,
+                 normalize: str = "centre"):
         super().__init__()
         self.modalities = ordered_modalities(modalities, "model.net.modalities")
         if frames < 1:
             raise ValueError(f"model.inputs.frames must be at least 1, got {frames}")
         self.frames, self.sample_rate, self.flip = int(frames), int(sample_rate), bool(flip)
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"model.inputs.normalize={normalize!r}: use one of {list(NORMALIZATIONS)}")
+        self.normalize = normalize
+        self.pixel_centre, self.pixel_scale = NORMALIZATIONS[normalize]
         self.max_audio_samples = int(round(max_audio_seconds * sample_rate))
         audio = dict(audio or {"frontend": "scipy"})
         self.frontend = make_frontend(audio.pop("frontend", "scipy"), sample_rate=self.sample_rate, **audio) \
@@ -59,7 +69,7 @@ class ModelInputs(nn.Module):
         out = {}
         if VIDEO in self.modalities:
             # a copy, then in place: one pass fewer, and the batch is never written to
-            out[VIDEO] = batch[VIDEO].to(torch.float32, copy=True).sub_(PIXEL_CENTRE).div_(PIXEL_SCALE)
+            out[VIDEO] = batch[VIDEO].to(torch.float32, copy=True).sub_(self.pixel_centre).div_(self.pixel_scale)
             if augment and self.flip:
                 mirrored = torch.rand(len(out[VIDEO]), device=out[VIDEO].device) < 0.5
                 out[VIDEO] = torch.where(mirrored[:, None, None, None], out[VIDEO].flip(-1), out[VIDEO])
@@ -77,4 +87,5 @@ class ModelInputs(nn.Module):
 
     def extra_repr(self) -> str:
         return f"modalities={list(self.modalities)}, frames={self.frames}, sample_rate={self.sample_rate}, " \
-               f"max_audio_samples={self.max_audio_samples}" + (", flip=True" if self.flip else "")
+               f"max_audio_samples={self.max_audio_samples}" + (", flip=True" if self.flip else "") \
+            + (f", normalize={self.normalize}" if self.normalize != "centre" else "")

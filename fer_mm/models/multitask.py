@@ -13,8 +13,7 @@ from typing import Mapping
 from torch import Tensor, nn
 
 from fer_mm.models.base import EmotionModel
-
-TASKS = ("gender", "age", "au")
+from fer_mm.vocab import TASKS
 
 
 def task_outputs(task: str, spec: Mapping | None) -> int:
