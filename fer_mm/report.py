@@ -169,14 +169,20 @@ def _independence(records: list[dict]) -> bool | None:
 def _task_summary(exp: Experiment, folds: list[int]) -> dict:
     """The other tasks' scores pooled over the folds and per fold, each with its input-blind baseline
     (pooled: the folds' baselines weighted by their clips)."""
-    per_fold = {f: exp.folds[f].get("tasks", {}) for f in folds}
+    per_fold = {f: dict(exp.folds[f].get("tasks", {})) for f in folds}
     if not any(per_fold.values()):
         return {}
-    pooled = task_scores(pd.concat([exp.predictions[f] for f in folds], ignore_index=True))
+    n = len(exp.folds[folds[0]]["class_names"])
+    table = pd.concat([exp.predictions[f] for f in folds], ignore_index=True)
+    pooled = task_scores(table)
     for task, scores in pooled.items():
         weighted = [(t[task]["baseline"], t[task]["n"]) for t in per_fold.values() if "baseline" in t.get(task, {})]
         if weighted and len(weighted) == len(folds):
             scores["baseline"] = float(sum(b * n for b, n in weighted) / max(sum(n for _, n in weighted), 1))
+    # the emotion scores beside them, so that one table shows what the heads cost or bring
+    pooled["emotion"] = {k: v for k, v in prediction_scores(table, n).items() if k in ("acc", "uar", "f1")}
+    for f, t in per_fold.items():
+        t["emotion"] = {k: v for k, v in prediction_scores(exp.predictions[f], n).items() if k in ("acc", "uar", "f1")}
     return dict(pooled=pooled, per_fold={int(f): t for f, t in per_fold.items()})
 
 
@@ -387,14 +393,15 @@ def _task_lines(summaries: list[dict]) -> list[str]:
              "Gender and age are constant per subject; they are read from unseen subjects only because no test "
              "subject is in training. Baseline: what a model that ignores its input scores (the training clips' "
              "most common gender; their mean age).", "",
-             "| experiment | fold | gender acc % | baseline % | age MAE (years) | baseline | AU F1 % (mean over AUs) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| experiment | fold | emotion acc % | emotion UAR % | gender acc % | baseline % | age MAE (years) "
+             "| baseline | AU F1 % (mean over AUs) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def cells(t: dict) -> str:
-        g, a, u = t.get("gender", {}), t.get("age", {}), t.get("au", {})
+        e, g, a, u = t["emotion"], t.get("gender", {}), t.get("age", {}), t.get("au", {})
         mae = lambda x: "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"  # noqa: E731
-        return (f"{_pct(g.get('acc'))} | {_pct(g.get('baseline'))} | {mae(a.get('mae'))} | {mae(a.get('baseline'))} | "
-                f"{_pct(u.get('f1_macro'))} |")
+        return (f"{_pct(e['acc'])} | {_pct(e['uar'])} | {_pct(g.get('acc'))} | {_pct(g.get('baseline'))} | "
+                f"{mae(a.get('mae'))} | {mae(a.get('baseline'))} | {_pct(u.get('f1_macro'))} |")
 
     for s in with_tasks:
         lines.append(f"| {s['experiment']} | pooled | " + cells(s["tasks"]["pooled"]))

@@ -34,7 +34,9 @@ class EmotionSystem(pl.LightningModule):
         init_from: optional checkpoint whose model weights are loaded first (AR4's second stage).
         tasks: other tasks learnt with emotion, each with its loss ``weight``: ``gender``
             (cross-entropy), ``age`` (L1 in years), ``au`` (binary cross-entropy per action
-            unit; ``ids`` lists them), plus ``emotion`` for the emotion loss's weight (default 1);
+            unit; ``ids`` lists them, ``pos_weight: balanced`` weighs each unit's presence by its
+            absence in the training images, set by training once the split is known), plus
+            ``emotion`` for the emotion loss's weight (default 1);
             ``hidden`` sets the heads' hidden width (see :class:`MultiTaskModel`). Clips whose
             target is unknown count in no loss or metric of that task.
     """
@@ -58,6 +60,12 @@ class EmotionSystem(pl.LightningModule):
             self.loss_weights.update({task: float(spec.get("weight", 1.0)) for task, spec in tasks.items()})
             self.net = MultiTaskModel(self.net, tasks, hidden=hidden.pop())
         self.au_ids = [int(a) for a in tasks["au"]["ids"]] if "au" in tasks else []
+        pos_weight = tasks.get("au", {}).get("pos_weight")
+        if pos_weight not in (None, "balanced"):
+            raise ValueError(f"model.tasks.au.pos_weight={pos_weight!r}: use balanced or null")
+        self.balanced_aus = pos_weight == "balanced"
+        # set by training from the training images when balanced; saved, so a reloaded model's loss is the same
+        self.register_buffer("au_pos_weight", torch.ones(len(self.au_ids)) if self.au_ids else None)
         self.inputs = ModelInputs(self.net.modalities, **inputs)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights is not None else None
@@ -113,7 +121,7 @@ class EmotionSystem(pl.LightningModule):
         loss = self.loss_weights["emotion"] * F.cross_entropy(logits, batch["label"], weight=self.class_weights)
         for task, weight in self.loss_weights.items():
             if task != "emotion":
-                task_loss = _task_loss(task, outputs[task], batch[task])
+                task_loss = _task_loss(task, outputs[task], batch[task], self.au_pos_weight)
                 self.log(f"{stage}/{task}_loss", task_loss, on_step=False, on_epoch=True, batch_size=n)
                 loss = loss + weight * task_loss
         self._confusion(stage).update(logits.detach(), batch["label"])
@@ -176,7 +184,8 @@ class EmotionSystem(pl.LightningModule):
                                                          "interval": "epoch"}}
 
 
-def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor,
+               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """A task's mean loss over the clips whose target is known (-1 gender, NaN age or action unit:
     unknown); masked rather than indexed, so the device never waits on the host."""
     if task == "gender":
@@ -186,5 +195,5 @@ def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.T
         known = ~torch.isnan(target)
         safe = torch.where(known, target, torch.zeros_like(target))
         each = F.l1_loss(output.float(), safe, reduction="none") if task == "age" else \
-            F.binary_cross_entropy_with_logits(output.float(), safe, reduction="none")
+            F.binary_cross_entropy_with_logits(output.float(), safe, reduction="none", pos_weight=pos_weight)
     return (each * known).sum() / known.sum().clamp(min=1)

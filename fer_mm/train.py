@@ -89,6 +89,11 @@ def train(cfg: DictConfig) -> dict:
     if balanced:  # known only once the split is made
         labels = datamodule.cache.clips["label"].to_numpy()[datamodule.rows["train"]]
         system.class_weights = torch.tensor(_balanced_weights(labels, system.num_classes))
+    if system.balanced_aus:  # each unit's absent / present count in the training images
+        aus = datamodule.target_arrays["au"][datamodule.rows["train"]]
+        present, known = np.nansum(aus, 0), (~np.isnan(aus)).sum(0)
+        weights = np.where(present > 0, (known - present) / np.maximum(present, 1), 1.0)  # 1: never present
+        system.au_pos_weight = torch.tensor(weights, dtype=torch.float32)
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     tags = [*system.modalities, cfg.cv.name, run_hash]

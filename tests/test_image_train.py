@@ -135,6 +135,10 @@ def test_au_head_reports_f1_per_action_unit(tmp_path, ckplus_au_run):
         assert au["support"][name] == truth.sum()
     present = [n for n in au["f1"] if au["support"][n]]
     assert au["f1_macro"] == pytest.approx(np.mean([au["f1"][n] for n in present]), abs=1e-6)
+    # pos_weight balanced: each AU's absent / present count in the training images, kept in the checkpoint
+    weights = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]["au_pos_weight"]
+    ids = [int(n[2:]) for n in au["f1"]]
+    assert weights[ids.index(17)] == 1 and weights[ids.index(12)] > 1  # AU17: never drawn by the twin
     report([run], tmp_path / "report", use_wandb=False)
     markdown = (tmp_path / "report" / "results.md").read_text()
     assert "Action units of ckplus_au" in markdown and "| neutral | anger | contempt |" in markdown
