@@ -293,3 +293,21 @@ def test_report_groups_runs_by_config_and_names_what_differs(tmp_path):
     assert c["pooled_acc_diff"] == pytest.approx(36 / 60 - 18 / 60) or c["pooled_acc_diff"] == pytest.approx(18 / 60 - 36 / 60)
     text = (tmp_path / "out" / "results.md").read_text()
     assert "`lr0.001`" in text and "fusion [model.optimizer.lr=0.05]" in text
+
+
+def test_experiments_on_other_data_are_not_paired_and_independence_is_stated(tmp_path):
+    rng = np.random.default_rng(1)
+    for fold in range(3):
+        _fake_fold(tmp_path, "on_twin", fold, rng.random(30) < 0.5)
+        _fake_fold(tmp_path, "on_faces", fold, rng.random(30) < 0.5)
+    for path in (tmp_path / "on_faces").rglob("metrics.json"):  # another data set, its subjects unknown
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(record, dataset="image_folder", speaker_independent=False)))
+    for path in (tmp_path / "on_twin").rglob("metrics.json"):
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), speaker_independent=True)))
+    report_main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-wandb"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["comparisons"] == []  # same protocol, other data: nothing to pair
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "speaker/subject-independent: on_twin" in markdown
+    assert "NOT subject-independent (each image its own subject): on_faces" in markdown
