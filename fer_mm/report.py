@@ -79,7 +79,7 @@ def twin_generation(record: dict) -> dict | None:
     """The twin's ``{seed, difficulty}`` a fold ran on (from its record's ``twin``), or None on real
     data and on twins of another generator version, whose ceilings this code cannot compute."""
     spec = record.get("twin")
-    if not spec or spec.get("version") != TWIN_VERSION or spec.get("kind") != TWIN_KIND:
+    if not spec or spec.get("version") != TWIN_VERSION or spec.get("kind", TWIN_KIND) != TWIN_KIND:
         return None
     return dict(seed=spec["seed"], difficulty=resolve_difficulty(spec["difficulty"]))
 
