@@ -118,7 +118,8 @@ def image_overrides(tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("image_cache")
 
     def overrides(root: Path) -> list[str]:
+        # no W&B: a run left open by train() (main() finishes it) would take over a later test's
         return [f"data.root={root}", f"data.cache_dir={cache_dir}", "data.progress=false", "data.batch_size=8",
-                "trainer.enable_progress_bar=false"]
+                "trainer.enable_progress_bar=false", "logger=none"]
 
     return overrides
