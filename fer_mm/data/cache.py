@@ -141,7 +141,8 @@ def _detector_key(p: PreprocessParams) -> str:
     return json.dumps([p.detector, p.detector_kwargs], sort_keys=True)
 
 
-def _detector(p: PreprocessParams) -> video_io.FaceDetector:
+def worker_detector(p) -> video_io.FaceDetector:
+    """The detector ``p`` names, built once per process (a preprocessing worker's, or the parent's)."""
     global _DETECTOR
     key = _detector_key(p)
     if _DETECTOR is None or _DETECTOR[0] != key:
@@ -189,7 +190,7 @@ def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
     if abs(video_seconds - seconds) > p.max_length_mismatch:
         return dict(name=name, skip=f"truncated or mismatched: video {video_seconds:.2f} s vs audio {seconds:.2f} s")
     try:
-        boxes, missing = video_io.track_faces(decoded.frames, _detector(p), p.smooth_frames)
+        boxes, missing = video_io.track_faces(decoded.frames, worker_detector(p), p.smooth_frames)
     except video_io.NoFaceError as err:
         return dict(name=name, skip=str(err))
     except Exception as err:  # noqa: BLE001 - the detector's own failure, named as such

@@ -266,7 +266,6 @@ class ImageDataModule(FaceDataModule):
                 raise ValueError(f"data.root is not set: data={self.params.format} needs the folder of the images")
             root = Path(twin_dir) / twin_folder(self.params.format, self.synthetic)
         self.root = Path(root)
-        self._class_names: tuple[str, ...] | None = None
 
     @property
     def dataset_id(self) -> str:
@@ -274,9 +273,7 @@ class ImageDataModule(FaceDataModule):
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        if self._class_names is None:  # a folder set's come from a scan of its folders: once
-            self._class_names = class_names(self.root, self.params)
-        return self._class_names
+        return class_names(self.root, self.params)
 
     @property
     def label_source(self) -> str:

@@ -7,7 +7,6 @@ PublicTest or PrivateTest.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -123,4 +122,4 @@ def build_cache(root: Path, cache_dir: Path, p):
                   skipped=problems, actors=0, clips_per_emotion=clips["emotion"].value_counts().sort_index().to_dict(),
                   clips_per_part=clips["part"].value_counts().to_dict(), frames=n, audio_seconds=0.0,
                   frames_without_face=0, notes={}, seconds=round(time.time() - t0, 1), versions=versions(p))
-    return finish_cache(tmp, final, clips, p, json.loads(json.dumps(report)))
+    return finish_cache(tmp, final, clips, p, report)

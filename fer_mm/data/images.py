@@ -121,7 +121,7 @@ def process_image(args: tuple) -> dict:
         except ValueError as err:
             return dict(name=name, skip=f"unreadable image: {err}")
         try:
-            face = face_crop(image, p, cache_io._detector(p) if p.detect else None)
+            face = face_crop(image, p, cache_io.worker_detector(p) if p.detect else None)
         except video_io.NoFaceError:
             return dict(name=name, skip="no face found in the image")
         return dict(name=name, faces=face[None], audio=np.zeros(0, np.int16), fps=0.0, faces_missing=0,
@@ -221,7 +221,7 @@ def class_names(root: Path, p: ImagePreprocessParams) -> tuple[str, ...]:
         return fer2013.CLASS_NAMES
     if p.format == "ckplus":
         return ckplus.CLASS_NAMES
-    return scan_image_folder(root, p)[1]
+    return tuple(p.classes) if p.classes else folder_layout(root)[1]
 
 
 # ------------------------------------------------------------------------------ twins

@@ -88,7 +88,7 @@ class Protocol:
 PARTS = ("train", "val", "test")
 
 
-class ReleasedSplit:
+class ReleasedSplit(Protocol):
     """The train / val / test split a dataset was released with (its ``part`` column): FER2013's
     Usage (Training / PublicTest / PrivateTest), or a folder set's ``train/``, ``val/``, ``test/``.
 
@@ -98,11 +98,6 @@ class ReleasedSplit:
     """
 
     name = "released"
-
-    def __init__(self, val_fraction: float = 0.1, seed: int = 0):
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"cv.protocol.val_fraction must be in (0, 1), got {val_fraction}")
-        self.val_fraction, self.seed = val_fraction, seed
 
     def n_folds(self, actors: Sequence[int]) -> int:
         return 1

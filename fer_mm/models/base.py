@@ -39,6 +39,16 @@ def make_head(num_features: int, num_classes: int, dropout: float = 0.0) -> nn.M
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
 
 
+def dense_layers(in_features: int, widths, dropout: float = 0.0) -> tuple[nn.Sequential, int]:
+    """Dropout -> linear -> ReLU per width (AR5's fusion layers, the FER CNN's dense layers), and the
+    output width."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Dropout(dropout), nn.Linear(in_features, width), nn.ReLU(inplace=True)]
+        in_features = width
+    return nn.Sequential(*layers), in_features
+
+
 def conv_block(in_chans: int, out_chans: int, kernel_size: int = 3, pool: bool = True, norm: bool = True,
                act_layer: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """conv -> (batch norm) -> activation -> (2x2 max-pool): the unit of the AR CNNs."""

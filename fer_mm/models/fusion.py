@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from fer_mm.models.ar_cnn import ARCNN
-from fer_mm.models.base import EmotionModel, in_chans_for, make_head
+from fer_mm.models.base import EmotionModel, dense_layers, in_chans_for, make_head
 from fer_mm.models.registry import get_model, register_model
 from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
 
@@ -67,12 +67,8 @@ class AR5(EmotionModel):
             branch = get_model(name, frames=frames, num_classes=0, modality=modality)
             self.branches[modality] = branch
             self.project[modality] = nn.Sequential(nn.Linear(branch.num_features, embed), nn.ReLU(inplace=True))
-        layers: list[nn.Module] = []
-        prev = sum(video_embed if m == VIDEO else audio_embed for m in self.modalities)
-        for width in fc:
-            layers += [nn.Dropout(dropout), nn.Linear(prev, width), nn.ReLU(inplace=True)]
-            prev = width
-        self.fusion = nn.Sequential(*layers)
+        fused = sum(video_embed if m == VIDEO else audio_embed for m in self.modalities)
+        self.fusion, prev = dense_layers(fused, fc, dropout)
         self.num_features = prev
         self.head = make_head(prev, num_classes, dropout)
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from fer_mm.models.base import EmotionModel, conv_block, in_chans_for, make_head
+from fer_mm.models.base import EmotionModel, conv_block, dense_layers, in_chans_for, make_head
 from fer_mm.models.registry import register_model
 from fer_mm.vocab import VIDEO
 
@@ -50,11 +50,7 @@ class FERCNN(EmotionModel):
             prev = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        layers: list[nn.Module] = []
-        for width in fc:
-            layers += [nn.Dropout(dropout), nn.Linear(prev, width), nn.ReLU(inplace=True)]
-            prev = width
-        self.fc = nn.Sequential(*layers)
+        self.fc, prev = dense_layers(prev, fc, dropout)
         self.num_features = prev
         self.head = make_head(prev, num_classes, dropout)
 
