@@ -11,6 +11,11 @@ prepares clips exactly as training did. Needs the ``onnx`` extra: ``pip install 
 
 from __future__ import annotations
 
+from fer_mm.environment import require
+
+if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
+    require("export")
+
 import json
 import logging
 from dataclasses import asdict

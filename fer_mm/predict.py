@@ -23,6 +23,11 @@ non-zero only when no file succeeded.
 
 from __future__ import annotations
 
+from fer_mm.environment import require
+
+if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
+    require("predict")
+
 import json
 import logging
 import math

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from fer_mm.environment import require
+
+if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
+    require("preprocess")
+
 import json
 import logging
 

@@ -10,6 +10,9 @@ model can expect on its test clips from the modalities it sees, known from the t
 parameters (``fer_mm.data.displays``), with its sampling error and the Bayes rule's accuracy on
 those very clips. Comparisons read "B minus A", with the richer input set as B where one contains
 the other; their paired test runs over test actors, Holm-corrected across the report.
+
+Every fold records the environment it ran under (package versions, the lock's hash, the commit);
+the report lists them and warns where runs it sets side by side were made under different ones.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from scipy import stats
 from fer_mm.data.crema_d import parse_name
 from fer_mm.data.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
 from fer_mm.data.synthetic import TWIN_KIND, TWIN_VERSION
+from fer_mm.environment import RESULT_PACKAGES, environment_differences
 from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
 from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
@@ -236,7 +240,26 @@ def compare(a: Experiment, b: Experiment) -> dict | None:
         fold_diff_std=float(fold_diffs.std(ddof=1)) if len(fold_diffs) > 1 else 0.0,
         actors_b_better=int((diffs > 0).sum()), actors_a_better=int((diffs < 0).sum()), actors_tied=int((diffs == 0).sum()),
         wilcoxon_statistic=statistic, wilcoxon_p=p_value,
+        environment_differs=environment_differences([x.folds[f].get("environment") for x in (a, b) for f in common]),
     )
+
+
+def environment_summary(experiments: dict[str, Experiment]) -> dict:
+    """The environments the folds ran under (each with the folds that used it), the result-shaping
+    entries that differ between them, and the folds that recorded none (made before fer-mm recorded it)."""
+    groups: dict[str, dict] = {}
+    unrecorded = []
+    for exp in experiments.values():
+        for fold, m in sorted(exp.folds.items()):
+            env = m.get("environment")
+            if not env:
+                unrecorded.append(f"{exp.key} fold {fold}")
+                continue
+            group = groups.setdefault(json.dumps(env, sort_keys=True), dict(environment=env, folds=[]))
+            group["folds"].append(f"{exp.key} fold {fold}")
+    envs = list(groups.values())
+    return dict(environments=envs, differing=environment_differences([g["environment"] for g in envs]),
+                unrecorded=unrecorded)
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -320,8 +343,13 @@ def _selection(summaries: list[dict]) -> str:
     return f"checkpoints were chosen on validation actors, except in {', '.join(other)} (the last epoch's model)."
 
 
-def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict | None, images: dict) -> str:
+def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict | None, images: dict,
+                    environment: dict | None = None) -> str:
     lines = ["# fer-mm results", ""]
+    if environment and environment["differing"]:
+        lines += [f"**Warning: these runs were made under different environments** "
+                  f"(differing: {', '.join(environment['differing'])}; see [Environment](#environment)): a "
+                  f"difference between figures may come from the software alone.", ""]
     datasets = {s["dataset"] for s in summaries}
     lines += [f"Labels: {'; '.join(dict.fromkeys(s['label'] for s in summaries))}. Data: "
               + (f"{DATASET_TITLES[datasets.pop()]}." if len(datasets) == 1 else
@@ -378,9 +406,36 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
         for scope, h in humans.items():
             lines.append(f"| {scope} | {_pct(h['voice']['share'])} | {_pct(h['face']['share'])} | "
                          f"{_pct(h['audio-visual']['share'])} | {h['voice']['clips']} |")
+    if environment:
+        lines += _environment_lines(environment)
     if images:
         lines += ["", "## Figures", ""] + [f"![{title}]({name})" for title, name in images.items()]
     return "\n".join(lines) + "\n"
+
+
+def _environment_lines(environment: dict) -> list[str]:
+    envs = environment["environments"]
+    lines = ["", "## Environment", ""]
+    if len(envs) == 1 and not environment["unrecorded"]:
+        lines.append("All folds ran under one environment:")
+    elif not environment["differing"]:
+        lines.append("The folds that recorded their environment ran under the same software (commits may differ):")
+    else:
+        lines.append(f"The folds ran under {len(envs)} environments, differing in **{', '.join(environment['differing'])}**:")
+    lines += ["", "| environment | folds | python | platform | lock | commit | " + " | ".join(RESULT_PACKAGES) + " |",
+              "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(RESULT_PACKAGES)]
+    for i, group in enumerate(envs, 1):
+        env, folds = group["environment"], group["folds"]
+        where = folds[0] if len(folds) == 1 else f"{len(folds)} ({folds[0]}, ...)"
+        packages = env.get("packages", {})
+        lines.append(f"| {i} | {where} | {env.get('python', '-')} | {env.get('platform', '-')} | "
+                     f"`{env.get('lock') or '-'}` | `{(env.get('commit') or '-')[:12]}"
+                     f"{'-dirty' if (env.get('commit') or '').endswith('-dirty') else ''}` | "
+                     + " | ".join(packages.get(p) or "-" for p in RESULT_PACKAGES) + " |")
+    if environment["unrecorded"]:
+        lines += ["", f"{len(environment['unrecorded'])} folds recorded no environment (made by an older fer-mm), "
+                      f"e.g. {environment['unrecorded'][0]}."]
+    return lines
 
 
 def _task_lines(summaries: list[dict]) -> list[str]:
@@ -531,6 +586,14 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
             comparisons.append(c)
     for c, p in zip(comparisons, holm([c["wilcoxon_p"] for c in comparisons])):
         c["wilcoxon_p_holm"] = p
+    environment = environment_summary(experiments)
+    if environment["differing"]:
+        log.warning("these runs were made under different environments (%s differ): a figure may differ for that "
+                    "reason alone (results.md, Environment)", ", ".join(environment["differing"]))
+    for c in comparisons:
+        if c["environment_differs"]:
+            log.warning("%s against %s: made under different environments (%s differ)", c["b"], c["a"],
+                        ", ".join(c["environment_differs"]))
     votes = votes or find_votes(experiments)
     humans = None
     if votes:
@@ -550,9 +613,10 @@ def report(run_dirs: list[Path], out_dir: Path, votes: Path | None = None,
     if any(s["ceiling"] is not None for s in summaries):
         plot_ceilings(summaries, out_dir / "ceilings.png")
         images["modalities against their ceilings"] = "ceilings.png"
-    results = dict(experiments=summaries, comparisons=comparisons, human_baseline=humans, votes_file=str(votes) if votes else None)
+    results = dict(experiments=summaries, comparisons=comparisons, human_baseline=humans,
+                   votes_file=str(votes) if votes else None, environment=environment)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    markdown = render_markdown(summaries, comparisons, humans, images)
+    markdown = render_markdown(summaries, comparisons, humans, images, environment)
     (out_dir / "results.md").write_text(markdown)
     if use_wandb is None:
         use_wandb = any(_logged_to_wandb(m) for exp in experiments.values() for m in exp.folds.values())

@@ -10,6 +10,11 @@ mid-training resumes from its ``last.ckpt``. A changed config gets another folde
 
 from __future__ import annotations
 
+from fer_mm.environment import environment_record, require
+
+if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
+    require("train")
+
 import logging
 import shutil
 import time
@@ -99,8 +104,10 @@ def train(cfg: DictConfig) -> dict:
     tags = [*system.modalities, cfg.cv.name, run_hash]
     loggers = [hydra.utils.instantiate(c, **({"tags": tags} if "wandb" in c._target_ else {}))
                for c in (cfg.get("logger") or {}).values()]
+    environment = environment_record()
     for logger in loggers:
-        logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True)})
+        logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
+                                "environment": environment})
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
 
@@ -145,6 +152,7 @@ def train(cfg: DictConfig) -> dict:
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
         seconds=round(time.time() - t0, 1),
+        environment=environment,
         config=hashed,
     )
     write_run_record(run_dir, record, predictions)

@@ -341,3 +341,22 @@ def test_a_resumed_run_whose_remaining_clips_fail_alike_still_finishes(twin_root
     monkeypatch.setitem(video_io.DETECTORS, "haar", NoFaceDetector)
     cache = build_cache(root, tmp_path, workers=1, progress=False, first_clips=4)
     assert list(cache.clips["name"]) == calls and len(cache.report["skipped"]) == 5
+
+
+def test_a_cache_made_under_other_decoders_is_rebuilt_and_the_old_one_named(twin_root, twin_cache, tmp_path,
+                                                                             monkeypatch, caplog):
+    root = _small_root(twin_root, twin_cache, tmp_path / "root", 2)
+    first = build_cache(root, tmp_path / "caches", workers=1, progress=False)
+    assert json.loads((first.path / "params.json").read_text())["decoders"] == cache_mod.decoder_versions()
+    real = cache_mod.decoder_versions
+    monkeypatch.setattr(cache_mod, "decoder_versions", lambda: dict(opencv="4.99.0", av="99.0.0"))  # a new lock
+    with caplog.at_level("WARNING", logger=cache_mod.__name__):
+        second = build_cache(root, tmp_path / "caches", workers=1, progress=False)
+    assert second.path != first.path and first.path.is_dir() and len(second) == 2
+    assert json.loads((second.path / "params.json").read_text())["decoders"] == dict(opencv="4.99.0", av="99.0.0")
+    [warning] = [r.getMessage() for r in caplog.records if "made under OpenCV" in r.getMessage()]
+    assert str(first.path) in warning and f"OpenCV {cv2.__version__} and PyAV {av.__version__} is at" in warning
+    assert "under OpenCV 4.99.0 and PyAV 99.0.0" in warning
+    monkeypatch.setattr(cache_mod, "decoder_versions", real)  # back under the first versions: found, not rebuilt
+    monkeypatch.setattr(cache_mod, "process_clip", lambda args: pytest.fail("a clip was processed"))
+    assert build_cache(root, tmp_path / "caches", workers=1, progress=False).path == first.path

@@ -89,7 +89,7 @@ def test_report_with_votes_adds_the_human_rows(sweeps, tmp_path, crema_meta):
     assert "CREMA-D human raters" in text and "the test clips above" in text
 
 
-def _fake_fold(root, experiment, fold, correct_mask, lr=1e-3, modalities=("video",), twin=None):
+def _fake_fold(root, experiment, fold, correct_mask, lr=1e-3, modalities=("video",), twin=None, environment=None):
     """A fold folder as train.py writes it, with a chosen pattern of correct predictions."""
     config_hash = f"lr{lr:g}"
     out = root / experiment / "loso" / config_hash / f"fold_{fold}"
@@ -103,7 +103,8 @@ def _fake_fold(root, experiment, fold, correct_mask, lr=1e-3, modalities=("video
         schema_version=SCHEMA_VERSION, experiment=experiment, fold=fold, folds_total=8, protocol="loso",
         config_hash=config_hash, config={"model": {"optimizer": {"lr": lr}}, "seed": 0}, modalities=list(modalities),
         label="acted", dataset="crema_d_twin", class_names=list("abcdef"), selected_by="val/uar on validation actors",
-        actors=dict(train=actors[:fold] + actors[fold + 1:], val=[], test=[actors[fold]]), twin=twin)))
+        actors=dict(train=actors[:fold] + actors[fold + 1:], val=[], test=[actors[fold]]), twin=twin,
+        **({"environment": environment} if environment else {}))))
 
 
 def test_paired_comparison_on_known_differences(tmp_path):
@@ -311,3 +312,42 @@ def test_experiments_on_other_data_are_not_paired_and_independence_is_stated(tmp
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "speaker/subject-independent: on_twin" in markdown
     assert "NOT subject-independent (each image its own subject): on_faces" in markdown
+
+
+def test_report_warns_when_runs_were_made_under_different_environments(tmp_path, caplog):
+    env = dict(python="3.11.7", platform="Linux-x86_64", lock="a252136e15b1", commit="67cbadf",
+               packages=dict(torch="2.11.0", av="17.1.0", opencv="4.14.0.94"))
+    newer_av = dict(env, commit="89abcde", packages=dict(env["packages"], av="18.1.0"))
+    rng = np.random.default_rng(2)
+    for fold in range(3):
+        _fake_fold(tmp_path / "same", "video_only", fold, rng.random(30) < 0.5, environment=env)
+        _fake_fold(tmp_path / "same", "fusion", fold, rng.random(30) < 0.6, environment=dict(env, commit="89abcde"),
+                   modalities=("video", "audio"))
+        _fake_fold(tmp_path / "mixed", "video_only", fold, rng.random(30) < 0.5, environment=env)
+        _fake_fold(tmp_path / "mixed", "fusion", fold, rng.random(30) < 0.6, modalities=("video", "audio"),
+                   environment=newer_av)
+    # only the commit differs: the same software, no warning
+    report_main([str(tmp_path / "same"), "--out", str(tmp_path / "out_same"), "--no-wandb"])
+    results = json.loads((tmp_path / "out_same" / "results.json").read_text())
+    assert results["environment"]["differing"] == [] and results["comparisons"][0]["environment_differs"] == []
+    text = (tmp_path / "out_same" / "results.md").read_text()
+    assert "## Environment" in text and "Warning" not in text and "a252136e15b1" in text
+    # another PyAV: named in results.json, the log, the comparison and at the top of results.md
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fer_mm.report"):
+        report_main([str(tmp_path / "mixed"), "--out", str(tmp_path / "out_mixed"), "--no-wandb"])
+    results = json.loads((tmp_path / "out_mixed" / "results.json").read_text())
+    assert results["environment"]["differing"] == ["packages.av"]
+    assert [len(e["folds"]) for e in results["environment"]["environments"]] == [3, 3]
+    [c] = results["comparisons"]
+    assert c["environment_differs"] == ["packages.av"]
+    assert any("different environments" in r.message and "packages.av" in r.message for r in caplog.records)
+    text = (tmp_path / "out_mixed" / "results.md").read_text()
+    assert text.splitlines()[2].startswith("**Warning: these runs were made under different environments**")
+    assert "17.1.0" in text and "18.1.0" in text
+    # folds from before environments were recorded are counted, not compared
+    for fold in range(2):
+        _fake_fold(tmp_path / "old", "video_only", fold, rng.random(30) < 0.5, environment=env if fold else None)
+    report_main([str(tmp_path / "old"), "--out", str(tmp_path / "out_old"), "--no-wandb"])
+    environment = json.loads((tmp_path / "out_old" / "results.json").read_text())["environment"]
+    assert environment["differing"] == [] and environment["unrecorded"] == ["video_only fold 0"]

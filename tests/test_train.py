@@ -1,14 +1,19 @@
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import av
+import cv2
 import pandas as pd
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf, open_dict
 
+from fer_mm.environment import git_commit, lock_hash
 from fer_mm.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -41,6 +46,11 @@ def test_outputs_trace_the_fold(tmp_path, data_overrides, make_cfg):
     assert m["test/acc"] == pytest.approx((pred["pred"] == pred["label"]).mean(), abs=1e-6)
     assert sum(map(sum, m["confusion"])) == 16
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "csv" / "metrics.csv").is_file()
+    # the environment it ran under: versions as installed, the lock's hash, the commit
+    env = json.loads((tmp_path / "metrics.json").read_text())["environment"]
+    assert env == m["environment"] and env["lock"] == lock_hash() and env["commit"] == git_commit()
+    assert env["packages"]["torch"] == importlib.metadata.version("torch") == torch.__version__
+    assert env["packages"]["av"] == av.__version__ and env["packages"]["opencv"].startswith(cv2.__version__)
     # the checkpoint carries the network's config: it reloads without the run's code path
     from fer_mm.system import EmotionSystem
     system = EmotionSystem.load_from_checkpoint(m["best_checkpoint"], map_location="cpu")
@@ -86,6 +96,8 @@ def test_wandb_runs_offline_without_a_key(tmp_path, wandb_offline, data_override
     train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+    config = yaml.safe_load((runs[0] / "files" / "config.yaml").read_text())
+    assert config["environment"]["value"]["packages"]["torch"] == torch.__version__  # the run config records it
 
 
 def _train_cli(args, cwd):

@@ -1,7 +1,8 @@
 """Preprocessing cache: every clip's face track (uint8) and waveform (int16), memory-mapped.
 
 Layout of one cache (``<cache_dir>/<dataset>-<key>/``; the key hashes the preprocessing
-parameters and the dataset root, so a change of either makes a new cache beside the old):
+parameters, the dataset root and the versions of OpenCV and PyAV, so a change of any makes a new
+cache beside the old):
 
 - ``clips.csv``: one row per cached clip: name, actor, sentence, emotion, level, label,
   n_frames, fps, video_offset (in frames), n_samples, audio_offset (in samples),
@@ -84,10 +85,37 @@ class PreprocessParams:
         return params_key(self, root)
 
 
+def decoder_versions() -> dict:
+    """The libraries that decode the media and find the faces. Other releases of them give other frames
+    and crops (a new OpenCV or PyAV changed the main job's figure), so they are part of the cache's key:
+    a cache is rebuilt under them, never reused (see :func:`other_decoder_caches`)."""
+    return dict(opencv=cv2.__version__, av=av.__version__)
+
+
 def params_key(params, root: Path) -> str:
-    """The cache folder's key: a hash of the preprocessing parameters (a dataclass) and the data root."""
-    text = json.dumps(dict(asdict(params), root=str(Path(root).resolve()), version=CACHE_VERSION), sort_keys=True)
+    """The cache folder's key: a hash of the preprocessing parameters (a dataclass), the data root and
+    the decoders' versions."""
+    text = json.dumps(dict(asdict(params), root=str(Path(root).resolve()), version=CACHE_VERSION,
+                           decoders=decoder_versions()), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def other_decoder_caches(final: Path, root: Path, params) -> dict[Path, dict]:
+    """Finished caches beside ``final`` of the same data and parameters, made under other decoder
+    versions (those of older fer-mm included, whose key had none): path -> their versions."""
+    mine = json.dumps(dict(asdict(params), version=CACHE_VERSION), sort_keys=True, default=str)
+    found = {}
+    for other in sorted(Path(final).parent.glob(final.name.rsplit("-", 1)[0] + "-*")):
+        try:
+            saved = json.loads((other / "params.json").read_text())
+            report = json.loads((other / "preprocess_report.json").read_text())
+        except (OSError, ValueError):
+            continue  # not a finished cache
+        saved.pop("decoders", None)
+        same = json.dumps(saved, sort_keys=True, default=str) == mine and report.get("root") == str(Path(root).resolve())
+        if other != final and same:
+            found[other] = {k: report.get("versions", {}).get(k) for k in decoder_versions()}
+    return found
 
 
 def check_media_file(path: str) -> str | None:
@@ -286,6 +314,11 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
             return cache
         log.warning("%s holds no clip (stored by an older version as finished): preprocessing again", final)
         shutil.rmtree(final)
+    for other, made_with in other_decoder_caches(final, root, params).items():
+        now = decoder_versions()
+        log.warning("a cache of this data and these parameters made under OpenCV %s and PyAV %s is at %s; building "
+                    "another under OpenCV %s and PyAV %s, since the decoders shape the crops (delete the old one when "
+                    "no run needs it)", made_with["opencv"], made_with["av"], other, now["opencv"], now["av"])
     if source is None:
         scan = scan_root(root, params.exclude_known_defects)
         job = lambda r: (r.name, r.video_path, r.audio_path, asdict(params))  # noqa: E731
@@ -431,7 +464,8 @@ LAYOUT_COLUMNS = ("n_frames", "fps", "video_offset", "n_samples", "audio_offset"
 def finish_cache(tmp: Path, final: Path, clips: pd.DataFrame, params, report: dict) -> ClipCache:
     """Write the tables of a cache whose arrays are in ``tmp``, then move it into place at ``final``."""
     clips.to_csv(tmp / "clips.csv", index=False)
-    (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION), indent=2) + "\n")
+    (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION, decoders=decoder_versions()),
+                                                indent=2) + "\n")
     (tmp / "preprocess_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     if final.exists():
         shutil.rmtree(final)
