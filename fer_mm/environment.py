@@ -106,22 +106,17 @@ def lock_hash(root: Path = PROJECT_ROOT) -> str | None:
 LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?$")
 
 
-def locked_versions(root: Path = PROJECT_ROOT, all_platforms: bool = False) -> dict[str, str]:
-    """The lock's ``name==version`` lines (names normalised); by default only those whose marker
-    holds here (the lock is universal: some packages have a version per Python or platform)."""
+def lock_pins(root: Path = PROJECT_ROOT) -> list[tuple[str, str, str | None]]:
+    """Every ``name==version ; marker`` line of the lock as (normalised name, version, marker or None)."""
     path = lock_path(root)
-    if path is None:
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        match = LOCK_LINE.match(line.strip())
-        if not match:
-            continue
-        name, version, marker = match.groups()
-        if marker and not all_platforms and not _marker_holds(marker):
-            continue
-        out.setdefault(normalise(name), version)
-    return out
+    matches = (LOCK_LINE.match(line) for line in path.read_text().splitlines()) if path else ()
+    return [(normalise(m.group(1)), m.group(2), m.group(3)) for m in matches if m]
+
+
+def locked_versions(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The lock's version of each package for this Python and platform (the lock is universal: some
+    packages have a version per range of Pythons, some are only for one platform)."""
+    return {name: version for name, version, marker in lock_pins(root) if marker is None or _marker_holds(marker)}
 
 
 def _marker_holds(marker: str) -> bool:
@@ -153,23 +148,26 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
 
 def environment_record() -> dict:
     """What made a result besides its config: Python, platform, the result-shaping packages' versions,
-    the lock's hash and the commit. Reads package metadata only, so it imports nothing."""
+    the CUDA version torch was built for (None for a CPU build, or where torch is not loaded), the
+    lock's hash and the commit. Reads package metadata only, so it imports nothing."""
+    torch = sys.modules.get("torch")  # loaded wherever a run is recorded; its build is not in the metadata
     return dict(
         python=platform.python_version(),
         platform=f"{platform.system()}-{platform.machine()}",
         packages={name: distribution_version(name) for name in RESULT_PACKAGES},
+        torch_cuda=torch.version.cuda if torch is not None else None,
         lock=lock_hash(),
         commit=git_commit(),
     )
 
 
 def environment_differences(environments: list[dict | None]) -> list[str]:
-    """The result-shaping entries (``python``, ``platform``, ``lock``, each package) whose values are not
+    """The result-shaping entries (``python``, ``platform``, ``lock``, ``torch_cuda``, each package) whose values are not
     the same in all ``environments``; records that carry none (older runs) are left out."""
     known = [e for e in environments if e]
     if len(known) < 2:
         return []
-    keys = ["python", "platform", "lock", *(f"packages.{p}" for p in RESULT_PACKAGES)]
+    keys = ["python", "platform", "lock", "torch_cuda", *(f"packages.{p}" for p in RESULT_PACKAGES)]
 
     def value(env: dict, key: str):
         return env.get("packages", {}).get(key[9:]) if key.startswith("packages.") else env.get(key)

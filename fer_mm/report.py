@@ -422,15 +422,15 @@ def _environment_lines(environment: dict) -> list[str]:
         lines.append("The folds that recorded their environment ran under the same software (commits may differ):")
     else:
         lines.append(f"The folds ran under {len(envs)} environments, differing in **{', '.join(environment['differing'])}**:")
-    lines += ["", "| environment | folds | python | platform | lock | commit | " + " | ".join(RESULT_PACKAGES) + " |",
-              "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(RESULT_PACKAGES)]
+    lines += ["", "| environment | folds | python | platform | lock | commit | torch's CUDA | "
+              + " | ".join(RESULT_PACKAGES) + " |", "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(RESULT_PACKAGES)]
     for i, group in enumerate(envs, 1):
         env, folds = group["environment"], group["folds"]
         where = folds[0] if len(folds) == 1 else f"{len(folds)} ({folds[0]}, ...)"
         packages = env.get("packages", {})
         lines.append(f"| {i} | {where} | {env.get('python', '-')} | {env.get('platform', '-')} | "
                      f"`{env.get('lock') or '-'}` | `{(env.get('commit') or '-')[:12]}"
-                     f"{'-dirty' if (env.get('commit') or '').endswith('-dirty') else ''}` | "
+                     f"{'-dirty' if (env.get('commit') or '').endswith('-dirty') else ''}` | {env.get('torch_cuda') or '-'} | "
                      + " | ".join(packages.get(p) or "-" for p in RESULT_PACKAGES) + " |")
     if environment["unrecorded"]:
         lines += ["", f"{len(environment['unrecorded'])} folds recorded no environment (made by an older fer-mm), "

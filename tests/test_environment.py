@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +10,8 @@ import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 
-from fer_mm.environment import (LOCK_COMMAND, LOCK_FILE, PROJECT_ROOT, environment_differences, environment_record,
-                                git_commit, lock_hash, normalise)
+from fer_mm.environment import (LOCK_COMMAND, LOCK_FILE, LOCK_LINE, PROJECT_ROOT, environment_differences,
+                                environment_record, git_commit, lock_hash, lock_pins, normalise)
 
 try:
     import tomllib
@@ -20,19 +19,20 @@ except ModuleNotFoundError:  # Python 3.10
     from pip._vendor import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?$")
 BINARY_COUPLED = ("torch", "torchaudio", "torchvision")
 
 
 def _lock() -> tuple[dict[str, list[tuple[str, str | None]]], set[str]]:
-    """The lock's pins (name -> [(version, marker)]) and the packages it says come from pyproject.toml."""
-    pins, direct, current = {}, set(), None
+    """The lock's pins (name -> [(version, marker)]) and the packages it says come from pyproject.toml
+    (uv writes ``# via fer-mm (pyproject.toml)`` under each)."""
+    pins = {}
+    for name, version, marker in lock_pins(ROOT):
+        pins.setdefault(name, []).append((version, marker))
+    direct, current = set(), None
     for line in (ROOT / LOCK_FILE).read_text().splitlines():
         match = LOCK_LINE.match(line)
-        if match:
-            current = normalise(match.group(1))
-            pins.setdefault(current, []).append((match.group(2), match.group(3)))
-        elif "fer-mm (pyproject.toml)" in line and current:
+        current = normalise(match.group(1)) if match else current
+        if "fer-mm (pyproject.toml)" in line and current:
             direct.add(current)
     return pins, direct
 
