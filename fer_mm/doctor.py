@@ -47,11 +47,24 @@ class Check:
     fix: str = ""
 
 
+def _guarded(name: str, required: bool, fix: str = ""):
+    """Run a check; an exception becomes its failure (``FAIL`` if required, else ``warn``), with its message."""
+    def wrap(fn):
+        def run() -> list[Check]:
+            try:
+                return fn()
+            except Exception as err:  # noqa: BLE001 - the doctor reports whatever broke, it does not stop
+                return [Check(name, FAIL if required else WARN, f"{type(err).__name__}: {err}", fix)]
+        return run
+    return wrap
+
+
+@_guarded("lock", False, REINSTALL)
 def check_versions() -> list[Check]:
     locked = locked_versions()
     commit = git_commit()
     out = [Check("commit", OK if commit and not commit.endswith("-dirty") else WARN,
-                 commit or "not a git checkout (runs record no commit)",
+                 commit or "not a git checkout, or git cannot read it (runs record no commit)",
                  "commit your changes, so that runs name the code they ran" if commit and commit.endswith("-dirty")
                  else "")]
     if not locked:
@@ -92,18 +105,6 @@ def check_imports() -> list[Check]:
             out.append(Check(f"import {module}", FAIL if module in REQUIRED else WARN,
                              f"{dep.distribution} {version} does not import ({dep.purpose}): {error}", fix))
     return out
-
-
-def _guarded(name: str, required: bool, fix: str = ""):
-    """Run a check; an exception becomes its failure (``FAIL`` if required, else ``warn``), with its message."""
-    def wrap(fn):
-        def run() -> list[Check]:
-            try:
-                return fn()
-            except Exception as err:  # noqa: BLE001 - the doctor reports whatever broke, it does not stop
-                return [Check(name, FAIL if required else WARN, f"{type(err).__name__}: {err}", fix)]
-        return run
-    return wrap
 
 
 @_guarded("torch", True, REINSTALL)
@@ -251,10 +252,14 @@ def check_disk() -> list[Check]:
     probe = root
     while not probe.exists():
         probe = probe.parent
+    where = f"{root} (FER_MM_ROOT{'' if 'FER_MM_ROOT' in os.environ else ' unset: the current folder'})"
+    if not os.access(probe, os.W_OK):
+        return [Check("disk", FAIL, f"{probe} is not writable: data, caches and runs go under {where}",
+                      "point FER_MM_ROOT at a folder you can write to")]
     free = shutil.disk_usage(probe).free / 2**30
     status = OK if free >= FREE_DISK_GB else WARN
-    return [Check("disk", status, f"{free:.1f} GiB free at {root} (FER_MM_ROOT{'' if 'FER_MM_ROOT' in os.environ else ' unset: the current folder'})",
-                  f"CREMA-D's cache takes about 5 GB: free space or point FER_MM_ROOT elsewhere" if status != OK else "")]
+    return [Check("disk", status, f"{free:.1f} GiB free at {where}",
+                  "CREMA-D's cache takes about 5 GB: free space or point FER_MM_ROOT elsewhere" if status != OK else "")]
 
 
 CHECKS = (check_versions, check_imports, check_torch, check_torchaudio, check_haar, check_pyav, check_yunet,

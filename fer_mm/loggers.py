@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from fer_mm.environment import failure_message, import_failure
+
 log = logging.getLogger(__name__)
 
 
@@ -21,6 +23,10 @@ def wandb_logger(project: str, group: str, name: str, save_dir: str, tags: list[
                  offline: bool | str = "auto", **kwargs):
     """W&B logger; ``offline: auto`` runs offline without an API key (sync later: ``wandb sync DIR``)."""
     from pytorch_lightning.loggers import WandbLogger
+
+    error = import_failure("wandb")
+    if error is not None:  # named with its fix, not as Lightning's traceback from deep inside the run
+        raise RuntimeError(failure_message("wandb", error))
 
     if offline == "auto":
         offline = not wandb_configured() or os.environ.get("WANDB_MODE") == "offline"

@@ -32,7 +32,7 @@ from scipy import stats
 from fer_mm.data.crema_d import parse_name
 from fer_mm.data.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
 from fer_mm.data.synthetic import TWIN_KIND, TWIN_VERSION
-from fer_mm.environment import RESULT_PACKAGES, environment_differences
+from fer_mm.environment import RESULT_PACKAGES
 from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
 from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
@@ -244,6 +244,13 @@ def compare(a: Experiment, b: Experiment) -> dict | None:
     )
 
 
+def environment_differences(environments: list[dict | None]) -> list[str]:
+    """The entries (``packages.av``, ``lock``, ...) whose values differ between ``environments``; the commit
+    is left out (other code, same software), and so are records without one (made by an older fer-mm)."""
+    known = [{k: v for k, v in e.items() if k != "commit"} for e in environments if e]
+    return differing_keys(known) if len(known) > 1 else []
+
+
 def environment_summary(experiments: dict[str, Experiment]) -> dict:
     """The environments the folds ran under (each with the folds that used it), the result-shaping
     entries that differ between them, and the folds that recorded none (made before fer-mm recorded it)."""
@@ -416,6 +423,9 @@ def render_markdown(summaries: list[dict], comparisons: list[dict], humans: dict
 def _environment_lines(environment: dict) -> list[str]:
     envs = environment["environments"]
     lines = ["", "## Environment", ""]
+    if not envs:
+        return lines + [f"No fold recorded its environment (all {len(environment['unrecorded'])} were made by an "
+                        f"older fer-mm)."]
     if len(envs) == 1 and not environment["unrecorded"]:
         lines.append("All folds ran under one environment:")
     elif not environment["differing"]:

@@ -15,6 +15,7 @@ from fer_mm.environment import environment_record, require
 if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
     require("train")
 
+import json
 import logging
 import shutil
 import time
@@ -113,6 +114,7 @@ def train(cfg: DictConfig) -> dict:
 
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() and not trainer.fast_dev_run else None
+    started = _environment_at_start(run_dir, environment, resume)
     if resume:
         log.info("resuming fold %s from %s", cfg.cv.fold, resume)
     trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
@@ -153,11 +155,28 @@ def train(cfg: DictConfig) -> dict:
         data_root=str(datamodule.root),
         seconds=round(time.time() - t0, 1),
         environment=environment,
+        **({"environment_at_start": started} if started else {}),
         config=hashed,
     )
     write_run_record(run_dir, record, predictions)
     _print_summary(record, run_dir)
     return record
+
+
+def _environment_at_start(run_dir: Path, environment: dict, resume: str | None) -> dict | None:
+    """The environment a resumed fold started under, where its software differs from this one (then the
+    record keeps both); a fold that starts afresh notes its own, for a later resume to compare."""
+    path = run_dir / "environment.json"
+    if resume and path.is_file():
+        before = json.loads(path.read_text())
+        software = lambda env: {k: v for k, v in env.items() if k != "commit"}  # noqa: E731
+        if software(before) != software(environment):
+            log.warning("fold %s started under other software than it resumes under (lock %s, now %s): "
+                        "metrics.json keeps both environments", run_dir.name, before.get("lock"), environment["lock"])
+            return before
+        return None
+    write_atomic(path, json.dumps(environment, indent=2) + "\n")
+    return None
 
 
 def _task_columns(out: dict, targets: dict, au_ids: list[int]) -> dict:

@@ -349,7 +349,7 @@ def test_a_cache_made_under_other_decoders_is_rebuilt_and_the_old_one_named(twin
     first = build_cache(root, tmp_path / "caches", workers=1, progress=False)
     assert json.loads((first.path / "params.json").read_text())["decoders"] == cache_mod.decoder_versions()
     real = cache_mod.decoder_versions
-    monkeypatch.setattr(cache_mod, "decoder_versions", lambda: dict(opencv="4.99.0", av="99.0.0"))  # a new lock
+    monkeypatch.setattr(cache_mod, "decoder_versions", lambda names: dict(opencv="4.99.0", av="99.0.0"))  # a new lock
     with caplog.at_level("WARNING", logger=cache_mod.__name__):
         second = build_cache(root, tmp_path / "caches", workers=1, progress=False)
     assert second.path != first.path and first.path.is_dir() and len(second) == 2
@@ -360,3 +360,11 @@ def test_a_cache_made_under_other_decoders_is_rebuilt_and_the_old_one_named(twin
     monkeypatch.setattr(cache_mod, "decoder_versions", real)  # back under the first versions: found, not rebuilt
     monkeypatch.setattr(cache_mod, "process_clip", lambda args: pytest.fail("a clip was processed"))
     assert build_cache(root, tmp_path / "caches", workers=1, progress=False).path == first.path
+    # a cache of an older fer-mm (a key without the decoders) made under these very versions is moved into place
+    params = json.loads((first.path / "params.json").read_text())
+    del params["decoders"]
+    (first.path / "params.json").write_text(json.dumps(params))
+    older = first.path.rename(first.path.with_name(first.path.name.rsplit("-", 1)[0] + "-0123456789"))
+    adopted = build_cache(root, tmp_path / "caches", workers=1, progress=False)
+    assert adopted.path == first.path and not older.exists() and len(adopted) == 2
+    assert json.loads((first.path / "params.json").read_text())["decoders"] == cache_mod.decoder_versions()

@@ -10,7 +10,7 @@ from fer_mm.data.crema_d import EMOTIONS
 from fer_mm.data.displays import display_matrix
 from fer_mm.data.synthetic import TWIN_VERSION
 from fer_mm.evaluation import SCHEMA_VERSION
-from fer_mm.report import holm, human_baseline, main as report_main
+from fer_mm.report import environment_differences, holm, human_baseline, main as report_main
 from fer_mm.train import train
 
 SWEEPS = {"ar2_video": [0, 1, 2], "ar5_audio_only": [0, 1, 3]}
@@ -351,3 +351,12 @@ def test_report_warns_when_runs_were_made_under_different_environments(tmp_path,
     report_main([str(tmp_path / "old"), "--out", str(tmp_path / "out_old"), "--no-wandb"])
     environment = json.loads((tmp_path / "out_old" / "results.json").read_text())["environment"]
     assert environment["differing"] == [] and environment["unrecorded"] == ["video_only fold 0"]
+
+
+def test_environment_differences():
+    a = dict(python="3.11.7", platform="Linux-x86_64", lock="abc", commit="1", torch_cuda="13.0",
+             packages=dict(torch="2.11.0", av="17.1.0"))
+    assert environment_differences([a, dict(a, commit="2")]) == []  # another commit is not another environment
+    assert environment_differences([a, dict(a, packages=dict(torch="2.11.0", av="18.1.0"))]) == ["packages.av"]
+    assert environment_differences([a, dict(a, lock="def", torch_cuda=None), None]) == ["lock", "torch_cuda"]
+    assert environment_differences([a, None]) == []  # an older record without one is not a difference

@@ -49,6 +49,7 @@ def test_outputs_trace_the_fold(tmp_path, data_overrides, make_cfg):
     # the environment it ran under: versions as installed, the lock's hash, the commit
     env = json.loads((tmp_path / "metrics.json").read_text())["environment"]
     assert env == m["environment"] and env["lock"] == lock_hash() and env["commit"] == git_commit()
+    assert "environment_at_start" not in m  # it ran under one environment
     assert env["packages"]["torch"] == importlib.metadata.version("torch") == torch.__version__.split("+")[0]
     assert env["torch_cuda"] == torch.version.cuda  # the build: CUDA's version, None for a CPU build
     assert env["packages"]["av"] == av.__version__ and env["packages"]["opencv"].startswith(cv2.__version__)
@@ -87,8 +88,13 @@ def test_a_crashed_fold_resumes_from_its_last_epoch(tmp_path, data_overrides, ma
         train(make_cfg(tmp_path, overrides))
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 2 and not (tmp_path / "metrics.json").exists()
+    # resumed under another lock (as after an upgrade): the record keeps the environment it started under
+    at_start = json.loads((tmp_path / "environment.json").read_text())
+    assert at_start["lock"] == lock_hash()
+    (tmp_path / "environment.json").write_text(json.dumps(dict(at_start, lock="0123456789ab")))
     m = train(make_cfg(tmp_path, overrides))  # the same command again
     assert started == [0, 1, 2, 3, 3] and m["epochs"] == 4  # resumed at epoch 3, not at the best epoch
+    assert m["environment_at_start"]["lock"] == "0123456789ab" and m["environment"]["lock"] == lock_hash()
 
 
 def test_wandb_runs_offline_without_a_key(tmp_path, wandb_offline, data_overrides, make_cfg):
@@ -101,7 +107,7 @@ def test_wandb_runs_offline_without_a_key(tmp_path, wandb_offline, data_override
     # complete once the run is finished, as train's command line finishes it)
     wandb.finish()
     [log] = runs[0].glob("*.wandb")
-    assert f'"lock":"{lock_hash()}","commit":"{git_commit()}"'.encode() in log.read_bytes()
+    assert f'"lock":{json.dumps(lock_hash())},"commit":{json.dumps(git_commit())}'.encode() in log.read_bytes()
 
 
 def _train_cli(args, cwd):

@@ -37,7 +37,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import av
 import cv2
@@ -80,29 +80,35 @@ class PreprocessParams:
     silence_peak: float = 1e-3  # peak |sample| below this (of full scale) is silent audio
     max_length_mismatch: float = 0.5  # seconds between video and audio before a file is called truncated
     exclude_known_defects: bool = True
+    decoders: ClassVar[tuple[str, ...]] = ("opencv", "av")  # whose versions key the cache: video and audio decoding
 
     def key(self, root: Path) -> str:
         return params_key(self, root)
 
 
-def decoder_versions() -> dict:
-    """The libraries that decode the media and find the faces. Other releases of them give other frames
-    and crops (a new OpenCV or PyAV changed the main job's figure), so they are part of the cache's key:
-    a cache is rebuilt under them, never reused (see :func:`other_decoder_caches`)."""
-    return dict(opencv=cv2.__version__, av=av.__version__)
+DECODER_NAMES = {"opencv": "OpenCV", "av": "PyAV"}
+
+
+def decoder_versions(names: tuple[str, ...] = ("opencv", "av")) -> dict:
+    """The versions of the libraries that read the media and find the faces. Other releases of them
+    give other frames and crops (a new OpenCV or PyAV changed the main job's figure), so the ones a
+    dataset uses (its params' ``decoders``) are part of its cache's key: a cache is rebuilt under
+    other versions, never reused (see :func:`other_decoder_caches`)."""
+    known = dict(opencv=cv2.__version__, av=av.__version__)
+    return {name: known[name] for name in names}
 
 
 def params_key(params, root: Path) -> str:
     """The cache folder's key: a hash of the preprocessing parameters (a dataclass), the data root and
-    the decoders' versions."""
+    the versions of the decoders they name."""
     text = json.dumps(dict(asdict(params), root=str(Path(root).resolve()), version=CACHE_VERSION,
-                           decoders=decoder_versions()), sort_keys=True)
+                           decoders=decoder_versions(params.decoders)), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def other_decoder_caches(final: Path, root: Path, params) -> dict[Path, dict]:
-    """Finished caches beside ``final`` of the same data and parameters, made under other decoder
-    versions (those of older fer-mm included, whose key had none): path -> their versions."""
+    """Finished caches beside ``final`` of the same data and parameters under another key: made under
+    other decoder versions, or by an older fer-mm whose key had none. Path -> their versions."""
     mine = json.dumps(dict(asdict(params), version=CACHE_VERSION), sort_keys=True, default=str)
     found = {}
     for other in sorted(Path(final).parent.glob(final.name.rsplit("-", 1)[0] + "-*")):
@@ -114,8 +120,29 @@ def other_decoder_caches(final: Path, root: Path, params) -> dict[Path, dict]:
         saved.pop("decoders", None)
         same = json.dumps(saved, sort_keys=True, default=str) == mine and report.get("root") == str(Path(root).resolve())
         if other != final and same:
-            found[other] = {k: report.get("versions", {}).get(k) for k in decoder_versions()}
+            found[other] = {k: report.get("versions", {}).get(k) for k in params.decoders}
     return found
+
+
+def _describe(versions: dict) -> str:
+    return " and ".join(f"{DECODER_NAMES[k]} {v}" for k, v in versions.items())
+
+
+def adopt_or_name_other_caches(final: Path, root: Path, params) -> None:
+    """Before building ``final``: a cache of an older fer-mm made under these very decoder versions is
+    moved into place (its key just lacked them); one made under others is named in a warning and kept."""
+    now = decoder_versions(params.decoders)
+    for other, made_with in other_decoder_caches(final, root, params).items():
+        if made_with == now and not (final / "clips.csv").is_file():
+            saved = json.loads((other / "params.json").read_text())
+            write_atomic(other / "params.json", json.dumps(dict(saved, decoders=now), indent=2) + "\n")
+            os.replace(other, final)
+            log.info("cache %s (made under %s, as now) moved to %s: its key now names the decoders", other,
+                     _describe(now), final)
+        elif made_with != now:
+            log.warning("a cache of this data and these parameters made under %s is at %s; building another under "
+                        "%s, since the decoders shape the crops (delete the old one when no run needs it)",
+                        _describe(made_with), other, _describe(now))
 
 
 def check_media_file(path: str) -> str | None:
@@ -157,7 +184,7 @@ def load_detector(p: PreprocessParams) -> video_io.FaceDetector:
 
 def versions(p: PreprocessParams) -> dict:
     """What shaped the cached frames and waveforms besides the parameters (not hashed into the key)."""
-    return dict(**decoder_versions(), numpy=np.__version__, scipy=scipy.__version__, soundfile=soundfile.__version__,
+    return dict(opencv=cv2.__version__, av=av.__version__, numpy=np.__version__, scipy=scipy.__version__, soundfile=soundfile.__version__,
                 detector=dict(name=p.detector, settings=video_io.detector_settings(p.detector, **p.detector_kwargs)))
 
 
@@ -307,17 +334,14 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
     """
     global _DETECTOR
     final = cache_path(root, cache_dir, params)
+    if not (final / "clips.csv").is_file():
+        adopt_or_name_other_caches(final, root, params)
     if (final / "clips.csv").is_file():
         cache = ClipCache(final)
         if len(cache):
             return cache
         log.warning("%s holds no clip (stored by an older version as finished): preprocessing again", final)
         shutil.rmtree(final)
-    for other, made_with in other_decoder_caches(final, root, params).items():
-        now = decoder_versions()
-        log.warning("a cache of this data and these parameters made under OpenCV %s and PyAV %s is at %s; building "
-                    "another under OpenCV %s and PyAV %s, since the decoders shape the crops (delete the old one when "
-                    "no run needs it)", made_with["opencv"], made_with["av"], other, now["opencv"], now["av"])
     if source is None:
         scan = scan_root(root, params.exclude_known_defects)
         job = lambda r: (r.name, r.video_path, r.audio_path, asdict(params))  # noqa: E731
@@ -463,8 +487,8 @@ LAYOUT_COLUMNS = ("n_frames", "fps", "video_offset", "n_samples", "audio_offset"
 def finish_cache(tmp: Path, final: Path, clips: pd.DataFrame, params, report: dict) -> ClipCache:
     """Write the tables of a cache whose arrays are in ``tmp``, then move it into place at ``final``."""
     clips.to_csv(tmp / "clips.csv", index=False)
-    (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION, decoders=decoder_versions()),
-                                                indent=2) + "\n")
+    (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION,
+                                                     decoders=decoder_versions(params.decoders)), indent=2) + "\n")
     (tmp / "preprocess_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     if final.exists():
         shutil.rmtree(final)

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import cv2
@@ -66,6 +67,7 @@ class ImagePreprocessParams:
     neutral_first: bool = True
     classes: tuple | None = None
     subject_pattern: str | None = None
+    decoders: ClassVar[tuple[str, ...]] = ("opencv",)  # images are read and resized by OpenCV alone
 
     def __post_init__(self):
         if self.format not in FORMATS:
