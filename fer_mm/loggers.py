@@ -25,8 +25,8 @@ def wandb_logger(project: str, group: str, name: str, save_dir: str, tags: list[
     from pytorch_lightning.loggers import WandbLogger
 
     error = import_failure("wandb")
-    if error is not None:  # named with its fix, not as Lightning's traceback from deep inside the run
-        raise RuntimeError(failure_message("wandb", error))
+    if error is not None:  # named with its fix, not as a traceback from deep inside the run
+        raise SystemExit(failure_message("wandb", error))
 
     if offline == "auto":
         offline = not wandb_configured() or os.environ.get("WANDB_MODE") == "offline"

@@ -18,6 +18,7 @@ if __name__ == "__main__":  # before the imports below: a broken dependency is n
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -85,6 +86,10 @@ def train(cfg: DictConfig) -> dict:
 
     balanced = cfg.model.class_weights == "balanced"
     system = hydra.utils.instantiate(cfg.model, class_weights=None if balanced else cfg.model.class_weights)
+    # the loggers before any data work: one that cannot be built (a broken wandb) stops the run at once
+    tags = [*system.modalities, cfg.cv.name, run_hash]
+    loggers = [hydra.utils.instantiate(c, **({"tags": tags} if "wandb" in c._target_ else {}))
+               for c in (cfg.get("logger") or {}).values()]
     datamodule = hydra.utils.instantiate(cfg.data, clip_spec=system.inputs.clip_spec, targets=system.targets)
     datamodule.prepare_data()
     if system.num_classes != len(datamodule.class_names):
@@ -102,9 +107,6 @@ def train(cfg: DictConfig) -> dict:
         system.au_pos_weight = torch.tensor(weights, dtype=torch.float32)
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    tags = [*system.modalities, cfg.cv.name, run_hash]
-    loggers = [hydra.utils.instantiate(c, **({"tags": tags} if "wandb" in c._target_ else {}))
-               for c in (cfg.get("logger") or {}).values()]
     environment = environment_record()
     for logger in loggers:
         logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
@@ -223,9 +225,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     finally:
-        if "wandb" in (cfg.get("logger") or {}):
-            import wandb
-
+        wandb = sys.modules.get("wandb")  # absent where it failed to import: nothing to finish
+        if wandb is not None and "wandb" in (cfg.get("logger") or {}):
             wandb.finish()  # folds of a sweep never bleed into one W&B run
     return metrics.get("best_val")  # for a sweeper: the validation score, never a test one
 

@@ -104,15 +104,20 @@ def test_environment_record_names_versions_lock_and_commit(tmp_path):
     assert git_commit(tmp_path) is None  # not a checkout
 
 
+def _broken(tmp_path, module: str, error: str) -> dict:
+    """An environment (for a subprocess) in which importing ``module`` raises ``error``."""
+    shadow = tmp_path / "shadow" / module
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(f"raise {error}\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)]),
+            "FER_MM_ROOT": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+
+
 @pytest.fixture
 def broken_torchaudio(tmp_path):
     """An environment whose torchaudio fails to load as 2.11.1 did beside torch 2.11.0."""
-    shadow = tmp_path / "shadow" / "torchaudio"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text(
-        'raise OSError("libtorchaudio.so: undefined symbol: torch_exception_get_what_without_backtrace")\n')
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)]),
-            "FER_MM_ROOT": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    return _broken(tmp_path, "torchaudio",
+                   'OSError("libtorchaudio.so: undefined symbol: torch_exception_get_what_without_backtrace")')
 
 
 def test_train_names_a_dependency_that_fails_to_import(broken_torchaudio, tmp_path):
@@ -124,6 +129,16 @@ def test_train_names_a_dependency_that_fails_to_import(broken_torchaudio, tmp_pa
     assert "pip install -c requirements.lock" in out.stderr and "fer_mm.doctor" in out.stderr
     assert "Error locating target" not in out.stdout + out.stderr
     assert not (tmp_path / "datasets").exists()  # stopped before any work
+
+
+def test_a_broken_wandb_is_named_before_any_data_work(tmp_path):
+    env = _broken(tmp_path, "wandb", 'ImportError("cannot import name Mapping from collections")')
+    out = subprocess.run([sys.executable, "-m", "fer_mm.train", "experiment=ar5_fusion"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 1
+    assert "error: wandb does not import" in out.stderr and "Mapping from collections" in out.stderr
+    assert "logger=csv" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "datasets").exists()
 
 
 def test_doctor_names_a_dependency_that_fails_to_import(broken_torchaudio, tmp_path):
