@@ -93,6 +93,9 @@ def distribution_version(name: str) -> str | None:
     return None
 
 
+LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?$")
+
+
 def lock_path(root: Path = PROJECT_ROOT) -> Path | None:
     path = Path(root) / LOCK_FILE
     return path if path.is_file() else None
@@ -105,9 +108,6 @@ def lock_hash(root: Path = PROJECT_ROOT) -> str | None:
         return None
     pins = "\n".join(f"{name}=={version}" + (f" ; {marker}" if marker else "") for name, version, marker in lock_pins(root))
     return hashlib.sha256(pins.encode()).hexdigest()[:12]
-
-
-LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?$")
 
 
 def lock_pins(root: Path = PROJECT_ROOT) -> list[tuple[str, str, str | None]]:
