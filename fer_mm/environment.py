@@ -172,6 +172,11 @@ def environment_record() -> dict:
     )
 
 
+def software(environment: dict) -> dict:
+    """An environment record without its commit: what two runs must share to be made with the same software."""
+    return {k: v for k, v in environment.items() if k != "commit"}
+
+
 def import_failure(module: str) -> str | None:
     """Why ``module`` does not import (its own exception, type and message), or None when it does."""
     try:

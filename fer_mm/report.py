@@ -32,7 +32,7 @@ from scipy import stats
 from fer_mm.data.crema_d import parse_name
 from fer_mm.data.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
 from fer_mm.data.synthetic import TWIN_KIND, TWIN_VERSION
-from fer_mm.environment import RESULT_PACKAGES
+from fer_mm.environment import RESULT_PACKAGES, software
 from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
 from fer_mm.vocab import DATASET_TITLES, EMOTION_NAMES, EMOTIONS
@@ -247,7 +247,7 @@ def compare(a: Experiment, b: Experiment) -> dict | None:
 def environment_differences(environments: list[dict | None]) -> list[str]:
     """The entries (``packages.av``, ``lock``, ...) whose values differ between ``environments``; the commit
     is left out (other code, same software), and so are records without one (made by an older fer-mm)."""
-    known = [{k: v for k, v in e.items() if k != "commit"} for e in environments if e]
+    known = [software(e) for e in environments if e]
     return differing_keys(known) if len(known) > 1 else []
 
 

@@ -10,7 +10,7 @@ mid-training resumes from its ``last.ckpt``. A changed config gets another folde
 
 from __future__ import annotations
 
-from fer_mm.environment import environment_record, require
+from fer_mm.environment import environment_record, require, software
 
 if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
     require("train")
@@ -171,7 +171,6 @@ def _environment_at_start(run_dir: Path, environment: dict, resume: str | None) 
     path = run_dir / "environment.json"
     if resume and path.is_file():
         before = json.loads(path.read_text())
-        software = lambda env: {k: v for k, v in env.items() if k != "commit"}  # noqa: E731
         if software(before) != software(environment):
             log.warning("fold %s started under other software than it resumes under (lock %s, now %s): "
                         "metrics.json keeps both environments", run_dir.name, before.get("lock"), environment["lock"])

@@ -184,7 +184,8 @@ def load_detector(p: PreprocessParams) -> video_io.FaceDetector:
 
 def versions(p: PreprocessParams) -> dict:
     """What shaped the cached frames and waveforms besides the parameters (not hashed into the key)."""
-    return dict(opencv=cv2.__version__, av=av.__version__, numpy=np.__version__, scipy=scipy.__version__, soundfile=soundfile.__version__,
+    return dict(opencv=cv2.__version__, av=av.__version__, numpy=np.__version__, scipy=scipy.__version__,
+                soundfile=soundfile.__version__,
                 detector=dict(name=p.detector, settings=video_io.detector_settings(p.detector, **p.detector_kwargs)))
 
 
