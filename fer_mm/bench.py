@@ -24,7 +24,7 @@ command and the machine:
   AR5, which costs the same).
 - ``detectors``: face detectors' recall and ms per frame on synthetic 640x480 frames (the twin's
   faces at several sizes, rolls, squeezes for yaw, occluded, dark, blurred, on clutter; see
-  :mod:`fer_mm.data.detectors`), or with ``--twin ROOT`` on a twin's own videos.
+  :mod:`fer_mm.data.media.detectors`), or with ``--twin ROOT`` on a twin's own videos.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from fer_mm.data.crema_d import SAMPLE_RATE
+from fer_mm.vocab import SAMPLE_RATE
 from fer_mm.models import get_model, list_models
 
 BENCH_MODELS = ("ar1", "ar2", "ar3", "ar4", "ar5", "resnet18", "inception_v4", "inception_resnet_v2")
@@ -218,15 +218,15 @@ def _latency_clips(folder, n: int, seconds: float) -> list[str]:
     """``n`` clips of ``seconds`` in the release's video format, rendered by the twin's renderer."""
     from pathlib import Path
 
-    from fer_mm.data.synthetic import FPS as TWIN_FPS, Actor, _background, synth_clip, write_flv
-    from fer_mm.data.crema_d import EMOTIONS
+    from fer_mm.data.twins.crema_d import FPS as TWIN_FPS, Actor, background, synth_clip, write_flv
+    from fer_mm.vocab import EMOTIONS
 
     paths = []
     for i in range(n):
         actor = Actor.make(1001 + i % 91, 0)
         emotion = EMOTIONS[i % len(EMOTIONS)]
         name = f"{actor.actor}_ITS_{emotion}_XX"
-        frames, wave = synth_clip(name, actor, _background(actor), 0, {"audio": emotion, "video": emotion})
+        frames, wave = synth_clip(name, actor, background(actor), 0, {"audio": emotion, "video": emotion})
         # a clip of exactly ``seconds``: the rendered one repeated as needed, then cut
         reps = int(np.ceil(seconds * TWIN_FPS / len(frames)))
         frames = (frames * reps)[: int(round(seconds * TWIN_FPS))]
@@ -244,7 +244,7 @@ def latency(args: argparse.Namespace) -> list[dict]:
 
     from dataclasses import asdict
 
-    from fer_mm.data import video as video_io
+    from fer_mm.data.media import video as video_io
     from fer_mm.data.cache import PreprocessParams
     from fer_mm.predict import Recognizer, clip_input, read_media
     from fer_mm.system import EmotionSystem
@@ -355,9 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the tables are the output
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     if args.command == "detectors":
-        from fer_mm.data.detectors import format_table, recall_table, twin_table
+        from fer_mm.data.media.detectors import format_table, recall_table, twin_table
 
-        from fer_mm.data.video import make_detector
+        from fer_mm.data.media.video import make_detector
 
         detectors = {spec: make_detector(name, **kwargs) for spec in args.detectors
                      for name, kwargs in [_detector_spec(spec)]}

@@ -10,8 +10,8 @@ An image model (trained on FER2013, CK+ or a folder set) reads every face of an 
 face) and every frame of a video (the file's row is the mean over its frames, the frames its
 timeline); the face detector and crop are the ones it was trained with.
 
-Every step is the training path's own: decode (:func:`~fer_mm.data.video.decode_gray`, the audio
-through :func:`~fer_mm.data.audio.to_mono_rate`), face tracking and cropping with the detector
+Every step is the training path's own: decode (:func:`~fer_mm.data.media.video.decode_gray`, the audio
+through :func:`~fer_mm.data.media.audio.to_mono_rate`), face tracking and cropping with the detector
 settings the checkpoint was trained with, int16 quantisation, the evaluation frame sampling of
 :func:`~fer_mm.data.clips.clip_item`, then the checkpoint's own :class:`ModelInputs` and network.
 
@@ -42,11 +42,11 @@ import pandas as pd
 import torch
 from torch.utils.data import default_collate
 
-from fer_mm.data import audio as audio_io
-from fer_mm.data import video as video_io
+from fer_mm.data.media import audio as audio_io
+from fer_mm.data.media import video as video_io
 from fer_mm.data.cache import PreprocessError, PreprocessParams, check_media_file, load_detector
 from fer_mm.data.clips import clip_item
-from fer_mm.data.crema_d import AUDIO_DIR, VIDEO_DIR, parse_name, scan_root
+from fer_mm.data.sources.crema_d import AUDIO_DIR, VIDEO_DIR, parse_name, scan_root
 from fer_mm.data.images import IMAGE_EXTENSIONS, ImagePreprocessParams, face_crop, read_gray
 from fer_mm.models.inputs import ModelInputs
 from fer_mm.vocab import AUDIO, EMOTION_NAMES, VIDEO
@@ -370,7 +370,7 @@ def clip_input(rec: Recognizer, frames: np.ndarray | None, detected: np.ndarray 
     """One clip's (or window's) item for :meth:`Recognizer.probabilities`, its frames with a face,
     and what was done to its audio (downmixed, resampled).
 
-    ``detected``: the frames' tracked boxes (:class:`~fer_mm.data.video.FaceTracker`); smoothing,
+    ``detected``: the frames' tracked boxes (:class:`~fer_mm.data.media.video.FaceTracker`); smoothing,
     cropping, downmix, resampling and quantisation are training's own functions.
     """
     faces = pcm = None
@@ -641,7 +641,7 @@ def predict_image(rec: Recognizer, source: Source) -> tuple[list[dict], dict]:
     """An image -> a row per face (the largest first), and what its annotation needs.
 
     Every face the detector finds is cropped as training cropped its images
-    (:func:`~fer_mm.data.video.crop_faces`) and read as a clip of one frame; a model trained
+    (:func:`~fer_mm.data.media.video.crop_faces`) and read as a clip of one frame; a model trained
     on face crops (``detect=false``) reads the whole image as one face. A clip model reads each
     face as a still clip (its frames all the same).
     """

@@ -7,7 +7,7 @@ predictions; the report never re-runs a model.
 
 On the synthetic twin each experiment is also set against its Bayes ceiling: the best accuracy a
 model can expect on its test clips from the modalities it sees, known from the twin's generation
-parameters (``fer_mm.data.displays``), with its sampling error and the Bayes rule's accuracy on
+parameters (``fer_mm.data.twins.displays``), with its sampling error and the Bayes rule's accuracy on
 those very clips. Comparisons read "B minus A", with the richer input set as B where one contains
 the other; their paired test runs over test actors, Holm-corrected across the report.
 
@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fer_mm.data.crema_d import parse_name
-from fer_mm.data.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
-from fer_mm.data.synthetic import TWIN_KIND, TWIN_VERSION
+from fer_mm.data.sources.crema_d import parse_name
+from fer_mm.data.twins.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
+from fer_mm.data.twins.spec import TWIN_KIND, TWIN_VERSION
 from fer_mm.environment import RESULT_PACKAGES, software
 from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten

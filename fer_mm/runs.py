@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fer_mm.data.twins.spec import twin_dirname  # its naming only: the generator stays unloaded
+
 HASH_LENGTH = 8
 # dotted keys; a ``*`` matches any one key
 IGNORED_KEYS = (
@@ -143,8 +145,6 @@ def _run_id_resolver(*, _root_: DictConfig) -> str:
 
 
 def _twin_dir_resolver(synthetic: DictConfig) -> str:
-    from fer_mm.data.synthetic import twin_dirname
-
     return twin_dirname(OmegaConf.to_container(synthetic, resolve=True))
 
 

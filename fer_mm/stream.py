@@ -18,8 +18,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from fer_mm.data import video as video_io
-from fer_mm.data.audio import FloatAudio
+from fer_mm.data.media import video as video_io
+from fer_mm.data.media.audio import FloatAudio
 from fer_mm.predict import Recognizer, Windows, _probability_columns, predict_windows, silence
 
 log = logging.getLogger("fer_mm.stream")

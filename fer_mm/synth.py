@@ -20,10 +20,11 @@ import argparse
 import time
 from pathlib import Path
 
-from fer_mm.data.displays import DIFFICULTY_PRESETS, ceiling_key
-from fer_mm.data.image_twins import ckplus_spec, fer2013_spec, generate_ckplus, generate_fer2013
+from fer_mm.data.twins.displays import DIFFICULTY_PRESETS, ceiling_key
+from fer_mm.data.twins.images import ckplus_spec, fer2013_spec, generate_ckplus, generate_fer2013
 from fer_mm.data.images import twin_folder
-from fer_mm.data.synthetic import generate, twin_spec
+from fer_mm.data.twins.crema_d import generate
+from fer_mm.data.twins.spec import twin_spec
 from fer_mm.runs import register_resolvers
 from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
 

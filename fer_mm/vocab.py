@@ -1,14 +1,20 @@
-"""The names every part of fer-mm shares: modalities, datasets and the label set.
+"""The names every part of fer-mm shares: modalities, datasets and their label sets.
 
-Defined here once; configs, batches (dicts keyed by modality), models, run records and the
-report all use these.
+Defined here once; configs, batches (dicts keyed by modality), dataset readers, models, run
+records and the report all use these. The ground floor: it imports nothing of fer-mm.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-from fer_mm.data.crema_d import EMOTION_NAMES, EMOTIONS  # noqa: F401 - the label set, with its file-name codes
+# the label sets, in label order
+EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")  # CREMA-D's, as its file names code them
+EMOTION_NAMES = ("anger", "disgust", "fear", "happy", "neutral", "sad")
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # its emotion column 0..6
+CKPLUS_CLASSES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")  # its codes 0..7
+
+SAMPLE_RATE = 16_000  # CREMA-D's AudioWAV: 16 kHz, mono, 16-bit; fer-mm's default everywhere
 
 VIDEO = "video"
 AUDIO = "audio"
@@ -25,6 +31,7 @@ DATASET_TITLES = {CREMA_D: "real CREMA-D", CREMA_D_TWIN: "the synthetic CREMA-D 
 # the tasks a model can learn beside emotion (fer_mm.data.targets, fer_mm.models.multitask)
 TASKS = ("gender", "age", "au")
 GENDER_NAMES = ("female", "male")
+NOT_CODED = "?"  # an action-unit cell a dataset did not code (CK+'s unlabelled sequences, FER2013)
 
 LABEL_SOURCE = "acted emotion (from the clip's file name)"
 IMAGE_LABEL_SOURCES = {

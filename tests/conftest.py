@@ -33,7 +33,7 @@ def crema_meta():
 
 @pytest.fixture(scope="session")
 def twin_root(tmp_path_factory) -> Path:
-    from fer_mm.data.synthetic import generate
+    from fer_mm.data.twins.crema_d import generate
 
     return generate(tmp_path_factory.mktemp("twin") / "crema_d_synth", TWIN_ACTORS, TWIN_SENTENCES, seed=0,
                     workers=2, progress=False)
@@ -97,7 +97,7 @@ def make_cfg():
 # Tiny image twins (FER2013: 12 subjects x 8 faces; CK+: 6 subjects), made once per test session.
 @pytest.fixture(scope="session")
 def fer2013_twin(tmp_path_factory) -> Path:
-    from fer_mm.data.image_twins import generate_fer2013
+    from fer_mm.data.twins.images import generate_fer2013
 
     return generate_fer2013(tmp_path_factory.mktemp("fer2013") / "twin", n_subjects=12, images_per_subject=8, seed=0,
                             workers=1, progress=False)
@@ -105,7 +105,7 @@ def fer2013_twin(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ckplus_twin(tmp_path_factory) -> Path:
-    from fer_mm.data.image_twins import generate_ckplus
+    from fer_mm.data.twins.images import generate_ckplus
 
     return generate_ckplus(tmp_path_factory.mktemp("ckplus") / "twin", n_subjects=6, seed=0, workers=2,
                            progress=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_mm.data.synthetic import Actor, _background, render_face
+from fer_mm.data.twins.crema_d import Actor, background, render_face
 
 # Expressions of this module's own: AU weights, plus a one-sided mouth corner for contempt.
 EXPRESSIONS = {
@@ -35,7 +35,7 @@ def face(actor_id: int, expression: str, strength: float = 1.0, seed: int = 3) -
     person = Actor.make(actor_id, seed)
     aus, asym = EXPRESSIONS[expression]
     rng = np.random.default_rng([actor_id, seed, int(strength * 1000)])
-    return render_face(person, _background(person), {au: w * strength for au, w in aus.items()}, 0.1 * strength,
+    return render_face(person, background(person), {au: w * strength for au, w in aus.items()}, 0.1 * strength,
                        (0.0, 0.0, 1.0), 0.0, rng, asym=asym * strength)
 
 

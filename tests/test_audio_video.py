@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_mm.data.audio import (LogMelSpectrogram, ScipySpectrogram, add_noise, load_wav, make_frontend,
+from fer_mm.data.media.audio import load_wav
+from fer_mm.models.frontends import (LogMelSpectrogram, ScipySpectrogram, add_noise, make_frontend,
                                resize_area, scipy_spectrogram)
-from fer_mm.data.video import sample_frame_indices, track_faces
+from fer_mm.data.media.video import sample_frame_indices, track_faces
 
 
 SR = 16000

@@ -1,9 +1,10 @@
 import pytest
 
-from fer_mm.data.crema_d import (
-    ACTORS, EMOTIONS, KNOWN_DEFECTS, index_from_names, parse_name, read_demographics, release_names, scan_root,
+from fer_mm.data.sources.crema_d import (
+    ACTORS, KNOWN_DEFECTS, index_from_names, parse_name, read_demographics, release_names, scan_root,
 )
-from fer_mm.data.synthetic import twin_names
+from fer_mm.data.twins.spec import twin_names
+from fer_mm.vocab import EMOTIONS
 
 
 def test_parse_name_fields_and_errors():

@@ -5,7 +5,7 @@ import builtins
 import numpy as np
 import pytest
 
-from fer_mm.data.detectors import (CONDITIONS, Condition, YuNetFaceDetector, box_iou, format_table, recall_table,
+from fer_mm.data.media.detectors import (CONDITIONS, Condition, YuNetFaceDetector, box_iou, format_table, recall_table,
                                    synthetic_frame)
 
 
@@ -67,7 +67,7 @@ def test_yunet_downscale_and_large_frames(yunet):
 
 
 def test_yunet_on_the_twins_video(yunet, twin_root):
-    from fer_mm.data.video import decode_gray, track_faces
+    from fer_mm.data.media.video import decode_gray, track_faces
 
     path = sorted((twin_root / "VideoFlash").glob("*.flv"))[0]
     frames = decode_gray(str(path)).frames[::10]
@@ -111,6 +111,6 @@ def test_bench_detectors_command(capsys):
 
 
 def test_yunet_is_a_registered_detector(yunet):
-    from fer_mm.data.video import make_detector
+    from fer_mm.data.media.video import make_detector
 
     assert isinstance(make_detector("yunet", downscale=0.5), YuNetFaceDetector)

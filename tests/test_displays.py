@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_mm.data.crema_d import EMOTIONS, parse_name, release_names
-from fer_mm.data.displays import (
+from fer_mm.data.sources.crema_d import parse_name, release_names
+
+from fer_mm.vocab import EMOTIONS
+from fer_mm.data.twins.displays import (
     DIFFICULTY_PRESETS,
     RATER_VOTES,
     acted_prior,
@@ -19,11 +21,11 @@ from fer_mm.data.displays import (
     joint_table,
     resolve_difficulty,
 )
-from fer_mm.data.synthetic import (
+from fer_mm.data.twins.crema_d import (
     DISPLAYS_FILE,
     SPEC_FILE,
     Actor,
-    _background,
+    background,
     generate,
     read_spec,
     synth_clip,
@@ -123,7 +125,7 @@ def test_a_modality_renders_its_own_display_only():
     changes: the acted emotion reaches each modality only through its display."""
     name = "1003_IEO_ANG_MD"
     actor = Actor.make(1003, 0)
-    bg = _background(actor)
+    bg = background(actor)
     frames, wave = synth_clip(name, actor, bg, 0, {VIDEO: "ANG", AUDIO: "ANG"})
     frames_f, wave_f = synth_clip(name, actor, bg, 0, {VIDEO: "HAP", AUDIO: "ANG"})
     frames_v, wave_v = synth_clip(name, actor, bg, 0, {VIDEO: "ANG", AUDIO: "SAD"})

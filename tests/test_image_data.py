@@ -10,7 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_mm.data import ckplus, fer2013, targets
+from fer_mm.data import targets
+
+from fer_mm.data.sources import ckplus
+
+from fer_mm.data.sources import fer2013
 from fer_mm.data.cache import ClipCache
 from fer_mm.data.images import ImagePreprocessParams, build_image_cache, read_gray, scan_image_folder
 from fer_mm.data.protocols import LeaveOneSubjectOut, ReleasedSplit, SpeakerKFold

@@ -234,7 +234,7 @@ def test_an_image_model_with_task_heads_exports_to_onnx(tmp_path, ckplus_au_run)
 
 def test_a_live_source_runs_an_image_model_window_by_window(ckplus_au_run, twin_root):
     """The stream's path (Windows) with an image model: each window reads one tracked face."""
-    from fer_mm.data.video import decode_gray
+    from fer_mm.data.media.video import decode_gray
     from fer_mm.predict import Recognizer, Windows, predict_windows
 
     rec = Recognizer(ckplus_au_run[0] / "fold_0")

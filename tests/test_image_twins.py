@@ -7,15 +7,15 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_mm.data.image_twins import (
+from fer_mm.data.twins.images import (
     CKPLUS_TWIN_KIND,
     FER2013_TWIN_KIND,
     fer2013_spec,
     generate_ckplus,
     generate_fer2013,
 )
-from fer_mm.data.synthetic import Actor, _background, render_face
-from fer_mm.data.video import HaarFaceDetector
+from fer_mm.data.twins.crema_d import Actor, background, render_face
+from fer_mm.data.media.video import HaarFaceDetector
 from image_sets import ODD_FACS, STRAY_FILE, write_ckplus_folder, write_fer2013_csv
 
 SUBJECT, SEQUENCE = re.compile(r"^S\d{3}$"), re.compile(r"^\d{3}$")
@@ -179,7 +179,7 @@ def test_ckplus_twin_is_deterministic_resumable_and_refuses_others(ck_twin, tmp_
 
 def test_render_face_asym_keeps_other_frames_and_draws_contempt():
     actor = Actor.make(1001, 0)
-    bg = _background(actor)
+    bg = background(actor)
     args = (actor, bg, {12: 0.3}, 0.2, (1.0, -2.0, 1.01), 0.0)
     plain = render_face(*args, np.random.default_rng(1))
     assert np.array_equal(plain, render_face(*args, np.random.default_rng(1), asym=0.0))

@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 import fer_mm.data.cache as cache_mod
-import fer_mm.data.video as video_io
+import fer_mm.data.media.video as video_io
 from fer_mm.data.cache import ClipCache, PreprocessError, PreprocessParams, build_cache
-from fer_mm.data.synthetic import Actor, _background, write_flv
+from fer_mm.data.twins.crema_d import Actor, background, write_flv
 
 
 def test_cache_shapes_counts_and_report(twin_cache, twin_root):
@@ -76,7 +76,7 @@ def broken_root(twin_root, tmp_path_factory):
     # a video with no face in it, with a matching 2 s track
     actor = Actor.make(1001, 0)
     tone = (0.3 * np.sin(np.arange(32000) * 0.05)).astype(np.float32)
-    write_flv(flv / "1001_IEO_FEA_HI.flv", [_background(actor)] * 60, tone)
+    write_flv(flv / "1001_IEO_FEA_HI.flv", [background(actor)] * 60, tone)
     sf.write(wav / "1001_IEO_FEA_HI.wav", tone, 16000, subtype="PCM_16")
     shutil.copy(twin_root / "VideoFlash" / f"{good}.flv", flv / "1001_IEO_HAP_LO.flv")  # no WAV
     shutil.copy(twin_root / "AudioWAV" / f"{good}.wav", wav / "1001_IEO_HAP_MD.wav")  # no FLV
@@ -183,7 +183,7 @@ def test_opening_a_missing_cache_says_what_to_run(tmp_path):
 
 
 def test_unknown_detector_names_the_key():
-    from fer_mm.data.video import make_detector
+    from fer_mm.data.media.video import make_detector
     with pytest.raises(ValueError, match="data.preprocess.detector"):
         make_detector("mtcnn")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fer_mm.data.crema_d import ACTORS
+from fer_mm.data.sources.crema_d import ACTORS
 from fer_mm.data.protocols import PROTOCOLS, LeaveOneSubjectOut, SpeakerKFold, SpeakerPartition, SpeakerSplit
 
 ALL = [LeaveOneSubjectOut(), SpeakerKFold(k=5), SpeakerKFold(k=10, seed=3, order="shuffled"), SpeakerSplit(),

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fer_mm.data.crema_d import EMOTIONS
-from fer_mm.data.displays import display_matrix
-from fer_mm.data.synthetic import TWIN_VERSION
+from fer_mm.vocab import EMOTIONS
+from fer_mm.data.twins.displays import display_matrix
+from fer_mm.data.twins.spec import TWIN_VERSION
 from fer_mm.evaluation import SCHEMA_VERSION
 from fer_mm.report import environment_differences, holm, human_baseline, main as report_main
 from fer_mm.train import train

@@ -2,8 +2,8 @@ import av
 import numpy as np
 import soundfile as sf
 
-from fer_mm.data.crema_d import read_demographics
-from fer_mm.data.synthetic import generate
+from fer_mm.data.sources.crema_d import read_demographics
+from fer_mm.data.twins.crema_d import generate
 
 
 def test_twin_has_the_release_formats(twin_root):

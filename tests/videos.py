@@ -12,15 +12,15 @@ import cv2
 import numpy as np
 from scipy import signal
 
-from fer_mm.data.crema_d import SAMPLE_RATE
-from fer_mm.data.synthetic import FPS, Actor, _background, synth_clip
+from fer_mm.vocab import SAMPLE_RATE
+from fer_mm.data.twins.crema_d import FPS, Actor, background, synth_clip
 
 
 def face_clip(actor: int, emotion: str, sentence: str = "IEO", seed: int = 7) -> tuple[list[np.ndarray], np.ndarray]:
     """A rendered clip (BGR frames at the twin's 30 fps, 16 kHz waveform) acting ``emotion`` in both modalities."""
     person = Actor.make(actor, seed)
     level = "HI" if sentence == "IEO" else "XX"
-    return synth_clip(f"{actor}_{sentence}_{emotion}_{level}", person, _background(person), seed,
+    return synth_clip(f"{actor}_{sentence}_{emotion}_{level}", person, background(person), seed,
                       {"audio": emotion, "video": emotion})
 
 
@@ -95,7 +95,7 @@ def independent_folder(folder: Path) -> dict[str, Path]:
     files["long_12s"] = write_video(folder / "long_12s.mp4", long_frames[: 12 * 30], 30, "libx264",
                                     wave[: 12 * SAMPLE_RATE], 44_100, "aac", channels=2)
     person = Actor.make(1015, 7)
-    empty = [_background(person)] * 75  # the room without anyone in it
+    empty = [background(person)] * 75  # the room without anyone in it
     files["no_face"] = write_video(folder / "empty_room.mp4", empty, 30, "libx264", wave[: 40_000], 44_100, "aac")
     whole = write_video(folder / ".whole.mp4", retime(face_clip(1016, "FEA")[0], 30, (480, 360)), 30, "libx264",
                         face_clip(1016, "FEA")[1], 44_100, "aac")

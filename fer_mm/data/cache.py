@@ -46,9 +46,10 @@ import pandas as pd
 import scipy
 import soundfile
 
-from fer_mm.data import audio as audio_io
-from fer_mm.data import video as video_io
-from fer_mm.data.crema_d import SAMPLE_RATE, DatasetScan, scan_root
+from fer_mm.data.media import audio as audio_io
+from fer_mm.data.media import video as video_io
+from fer_mm.data.sources.crema_d import DatasetScan, scan_root
+from fer_mm.vocab import SAMPLE_RATE
 from fer_mm.data.parallel import imap_progress
 from fer_mm.files import write_atomic
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fer_mm.data.audio import int16_to_float
+from fer_mm.data.media.audio import int16_to_float
 from fer_mm.data.cache import ClipCache
-from fer_mm.data.video import sample_frame_indices
+from fer_mm.data.media.video import sample_frame_indices
 from fer_mm.vocab import AUDIO, VIDEO
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
 from fer_mm.data.images import (ImagePreprocessParams, build_image_cache, class_names, folder_layout, generate_twin,
                                 twin_folder)
 from fer_mm.data.protocols import LeaveOneSubjectOut, Split
-from fer_mm.data.synthetic import read_spec
-from fer_mm.data.crema_d import DEMOGRAPHICS_FILE
+from fer_mm.data.twins.spec import read_spec
+from fer_mm.data.sources.crema_d import DEMOGRAPHICS_FILE
 from fer_mm.vocab import AUDIO, CREMA_D, CREMA_D_TWIN, EMOTION_NAMES, IMAGE_LABEL_SOURCES, LABEL_SOURCE
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class CremaDDataModule(FaceDataModule):
 
     def _prepare(self) -> ClipCache:
         if self.synthetic:
-            from fer_mm.data.synthetic import generate
+            from fer_mm.data.twins.crema_d import generate
 
             # every time: it finishes an interrupted twin and refuses a root that holds another one
             log.info("synthetic CREMA-D twin in %s", self.root)
@@ -246,7 +246,7 @@ class ImageDataModule(FaceDataModule):
         root: the set's folder in its released layout (see :mod:`fer_mm.data.images`); ``None``:
             its synthetic twin, made under ``twin_dir`` from ``synthetic`` (FER2013 and CK+ only).
         twin_dir: where twins are made, one folder per set of ``synthetic`` parameters.
-        synthetic: the twin's parameters (see :mod:`fer_mm.data.image_twins`); read only when
+        synthetic: the twin's parameters (see :mod:`fer_mm.data.twins.images`); read only when
             ``root`` is None.
         preprocess: :class:`~fer_mm.data.images.ImagePreprocessParams` fields (``format`` first).
         The other arguments: :class:`FaceDataModule`'s.

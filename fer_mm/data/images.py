@@ -8,7 +8,7 @@ a folder set's ``train/``, ``val/``, ``test/``) and ``aus`` (the action units at
 ``1+2+5``; empty: none; ``?``: not coded).
 
 A face is found by the configured detector (the largest one in the image) and cropped as
-video frames are (:func:`~fer_mm.data.video.crop_faces`); FER2013's images are face crops
+video frames are (:func:`~fer_mm.data.media.video.crop_faces`); FER2013's images are face crops
 already and are only resized.
 """
 
@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from fer_mm.data import cache as cache_io
-from fer_mm.data import video as video_io
-from fer_mm.data.crema_d import DatasetScan
-from fer_mm.data.targets import NOT_CODED
+from fer_mm.data.media import video as video_io
+from fer_mm.data.sources.crema_d import DatasetScan
+from fer_mm.vocab import NOT_CODED
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def read_gray(path: str) -> np.ndarray:
 
 def face_crop(image: np.ndarray, p: ImagePreprocessParams, detector: video_io.FaceDetector | None) -> np.ndarray:
     """The face of one grayscale image, ``[face_height, face_width]`` uint8 (the whole image without
-    ``detector``). Raises :class:`~fer_mm.data.video.NoFaceError` where the detector finds none."""
+    ``detector``). Raises :class:`~fer_mm.data.media.video.NoFaceError` where the detector finds none."""
     if detector is None:
         return cv2.resize(image, (p.face_width, p.face_height), interpolation=cv2.INTER_AREA)
     boxes, _ = video_io.track_faces(image[None], detector, smooth_frames=1)
@@ -207,7 +207,8 @@ def image_source(p: ImagePreprocessParams, scan) -> cache_io.SampleSource:
 def build_image_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams, workers: int = 0,
                       progress: bool = True) -> cache_io.ClipCache:
     """The image set under ``root`` in its ``format``, cached (or the finished cache opened)."""
-    from fer_mm.data import ckplus, fer2013
+    from fer_mm.data.sources import ckplus
+    from fer_mm.data.sources import fer2013
 
     if p.format == "fer2013":
         return fer2013.build_cache(root, cache_dir, p)
@@ -217,7 +218,8 @@ def build_image_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams, wor
 
 def class_names(root: Path, p: ImagePreprocessParams) -> tuple[str, ...]:
     """The classes of an image set, in label order."""
-    from fer_mm.data import ckplus, fer2013
+    from fer_mm.data.sources import ckplus
+    from fer_mm.data.sources import fer2013
 
     if p.format == "fer2013":
         return fer2013.CLASS_NAMES
@@ -247,7 +249,7 @@ def twin_folder(fmt: str, synthetic: dict) -> str:
 
 def generate_twin(fmt: str, root: Path, synthetic: dict, workers: int = 0, progress: bool = True) -> Path:
     """Write (or finish) the ``fmt`` twin with ``synthetic`` parameters under ``root``."""
-    from fer_mm.data import image_twins
+    from fer_mm.data.twins import images as image_twins
 
     twin_folder(fmt, synthetic)  # checks the keys
     unknown = sorted(set(synthetic) - set(TWIN_KEYS[fmt]))

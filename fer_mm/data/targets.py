@@ -18,18 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_mm.vocab import GENDER_NAMES, TASKS
+from fer_mm.data.sources.crema_d import read_demographics
+from fer_mm.vocab import GENDER_NAMES, NOT_CODED, TASKS
 
 log = logging.getLogger(__name__)
-
-NOT_CODED = "?"
 
 
 def read_subjects(path: Path) -> pd.DataFrame | None:
     """``gender`` (0/1, -1 unknown) and ``age`` (float) by actor from CREMA-D's ``VideoDemographics.csv``;
     None where the file is absent."""
-    from fer_mm.data.crema_d import read_demographics
-
     if not Path(path).is_file():
         return None
     table = read_demographics(path)

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from fer_mm.data.audio import make_frontend
-from fer_mm.data.crema_d import SAMPLE_RATE
+from fer_mm.models.frontends import make_frontend
+from fer_mm.vocab import SAMPLE_RATE
 from fer_mm.data.clips import ClipSpec
 from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
 

@@ -12,7 +12,7 @@ where R_m is the raters' acted -> perceived matrix of that modality and w_m the 
 difficulty weight: 0 displays the acted emotion always, 1 is as confusable as the raters.
 
 A clip's modality depends on the acted emotion only through that modality's display (see
-``fer_mm.data.synthetic``), but a model also sees who speaks and which sentence: the release's
+``fer_mm.data.twins.crema_d``), but a model also sees who speaks and which sentence: the release's
 design gives each (actor, sentence) its own mix of emotions (in IEO neutral is 1 clip of 16, in
 the other sentences 1 of 6). So the best expected accuracy of any model is the Bayes-optimal guess
 of the acted emotion from the displays it sees and the clip's (actor, sentence), computed exactly
@@ -26,7 +26,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from fer_mm.data.crema_d import EMOTIONS, parse_name
+from fer_mm.data.sources.crema_d import parse_name
+
+from fer_mm.vocab import EMOTIONS
 from fer_mm.vocab import AUDIO, MODALITIES, VIDEO, ordered_modalities
 
 # Acted (rows) x perceived (columns) vote counts in EMOTIONS order, summed over all 7,442 clips of

@@ -158,7 +158,7 @@ def _face_sprite(rng: np.random.Generator, seed: int) -> tuple[np.ndarray, np.nd
     The renderer draws on a background; rendering on two flat ones with the same noise gives the
     matte (everything it draws, blur included, is linear in the background).
     """
-    from fer_mm.data.synthetic import EMOTION_AUS, FRAME_H, FRAME_W, Actor, render_face
+    from fer_mm.data.twins.crema_d import EMOTION_AUS, FRAME_H, FRAME_W, Actor, render_face
 
     actor = replace(Actor.make(int(rng.integers(1, 10_000)), seed), center=_REF_CENTER, half_width=_REF_HALF_WIDTH)
     emotion = list(EMOTION_AUS)[int(rng.integers(len(EMOTION_AUS)))]
@@ -290,9 +290,10 @@ def twin_table(root, detectors: dict, clips: int = 8, frames_per_clip: int = 10)
     The true box is the actor's face ellipse at rest (the twin moves it by at most 6 px and 3%).
     Rows: dict(detector, frames, recall_iou, recall_centre, false_per_frame, ms).
     """
-    from fer_mm.data.crema_d import VIDEO_DIR, VIDEO_EXT, parse_name
-    from fer_mm.data.synthetic import Actor, read_spec
-    from fer_mm.data.video import decode_gray, sample_frame_indices
+    from fer_mm.data.sources.crema_d import VIDEO_DIR, VIDEO_EXT, parse_name
+    from fer_mm.data.twins.crema_d import Actor
+    from fer_mm.data.twins.spec import read_spec
+    from fer_mm.data.media.video import decode_gray, sample_frame_indices
 
     root = Path(root)
     spec = read_spec(root)

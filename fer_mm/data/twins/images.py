@@ -1,6 +1,6 @@
 """Synthetic twins of two image FER sets, FER2013 and CK+, in their released formats.
 
-Like the CREMA-D twin (:mod:`fer_mm.data.synthetic`), they stand in where the real sets cannot
+Like the CREMA-D twin (:mod:`fer_mm.data.twins.crema_d`), they stand in where the real sets cannot
 be downloaded, and they are written exactly as released, so real data takes the same code path:
 
 - FER2013: one ``fer2013.csv`` (``emotion,pixels,Usage``; 48x48 gray faces cropped loosely as the
@@ -30,9 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_mm.data import ckplus, fer2013
-from fer_mm.data.displays import keyed_rng
-from fer_mm.data.synthetic import AU_IDS, EMOTION_AUS, SPEC_FILE, Actor, _background, read_spec, render_face
+from fer_mm.data.sources import ckplus
+
+from fer_mm.data.sources import fer2013
+from fer_mm.data.twins.displays import keyed_rng
+from fer_mm.data.twins.crema_d import AU_IDS, EMOTION_AUS, Actor, background, render_face
+from fer_mm.data.twins.spec import SPEC_FILE, read_spec
 from fer_mm.files import write_atomic
 
 FER2013_TWIN_KIND = "fer-mm synthetic FER2013 twin"
@@ -211,7 +214,7 @@ def _fer2013_subject(job: tuple) -> dict[int, np.ndarray]:
     """One subject's images: {row index: 48x48 gray face}."""
     subject, seed, rows = job
     actor = Actor.make(FER2013_SUBJECT_BASE + subject, seed)
-    bg, gains = _background(actor), _gains(actor, seed)
+    bg, gains = background(actor), _gains(actor, seed)
     return {row: _fer2013_face(actor, bg, gains, fer2013.CLASS_NAMES[displayed], keyed_rng("fer2013 image", seed, row))
             for row, displayed in rows}
 
@@ -355,7 +358,7 @@ def _ckplus_subject(job: tuple) -> str:
     root, seed, subject, sequences = job
     root = Path(root)
     actor = Actor.make(CKPLUS_SUBJECT_BASE + int(subject[1:]), seed)
-    bg, gains = _background(actor), _gains(actor, seed)
+    bg, gains = background(actor), _gains(actor, seed)
     # the studio exposes each subject's face well (skin near gray 165), as the release's lighting does;
     # it also keeps the eyes darker than the cheeks, which the Haar cascade looks for
     skin = 0.114 * actor.skin[0] + 0.587 * actor.skin[1] + 0.299 * actor.skin[2]

@@ -16,8 +16,8 @@ from typing import Iterable
 
 import pandas as pd
 
-EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
-EMOTION_NAMES = ("anger", "disgust", "fear", "happy", "neutral", "sad")
+from fer_mm.vocab import EMOTIONS
+
 SENTENCES = ("DFA", "IEO", "IOM", "ITH", "ITS", "IWL", "IWW", "MTI", "TAI", "TIE", "TSI", "WSI")
 SENTENCE_TEXT = {
     "IEO": "It's eleven o'clock",
@@ -54,7 +54,6 @@ KNOWN_DEFECTS = {
 
 NAME_RE = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$")
 VIDEO_DIR, AUDIO_DIR, DEMOGRAPHICS_FILE = "VideoFlash", "AudioWAV", "VideoDemographics.csv"
-SAMPLE_RATE = 16_000  # the release's AudioWAV: 16 kHz, mono, 16-bit; fer-mm's default everywhere
 VIDEO_EXT, AUDIO_EXT = ".flv", ".wav"
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_mm.data.targets import NOT_CODED
+from fer_mm.vocab import FER2013_CLASSES as CLASS_NAMES, NOT_CODED  # noqa: F401 - its label set
 
 CSV_FILE = "fer2013.csv"
 COLUMNS = ("emotion", "pixels", "Usage")
-CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SIZE = 48
 USAGE_PARTS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 OTHER_NAMES = ("icml_face_data.csv",)  # Kaggle's copy: the same columns, written ", Usage, pixels"

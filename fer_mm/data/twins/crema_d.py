@@ -16,7 +16,7 @@ Content:
   emotion and the intensity, plus background noise.
 
 Difficulty: each clip's voice and face display an emotion drawn from CREMA-D's raters' confusion
-matrices mixed with the identity (:mod:`fer_mm.data.displays`); the label stays the acted emotion.
+matrices mixed with the identity (:mod:`fer_mm.data.twins.displays`); the label stays the acted emotion.
 Everything a modality renders depends on the acted emotion only through that modality's display:
 - the intensity is set by the level, and an unspecified level (XX) draws one of LO/MD/HI, so the
   strength of an expression says nothing about the acted emotion (in IEO only neutral is at XX);
@@ -26,7 +26,7 @@ Everything a modality renders depends on the acted emotion only through that mod
   same syllables, each at its own displayed tempo and strength (so they drift apart a little,
   by up to about 3 frames by the end of a slow sentence, even when the displays agree);
 - each modality draws from its own random stream.
-So the Bayes ceilings that :mod:`fer_mm.data.displays` computes are the best accuracy a model can
+So the Bayes ceilings that :mod:`fer_mm.data.twins.displays` computes are the best accuracy a model can
 expect (given the displays and the clip's actor and sentence).
 
 The rendered cues also confuse different emotions per modality, as human raters do: the face
@@ -38,7 +38,6 @@ sound alike.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -49,23 +48,12 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from fer_mm.data.crema_d import (
-    ACTORS,
-    AUDIO_DIR,
-    AUDIO_EXT,
-    DEMOGRAPHICS_FILE,
-    KNOWN_DEFECTS,
-    SAMPLE_RATE,
-    SENTENCES,
-    VIDEO_DIR,
-    VIDEO_EXT,
-    parse_name,
-    release_names,
-    write_demographics,
-)
-from fer_mm.data.displays import ceilings, draw_displays, keyed_rng, preset_name, resolve_difficulty
+from fer_mm.data.sources.crema_d import (AUDIO_DIR, AUDIO_EXT, DEMOGRAPHICS_FILE, VIDEO_DIR, VIDEO_EXT, parse_name,
+                                           write_demographics)
+from fer_mm.data.twins.displays import draw_displays, keyed_rng
+from fer_mm.data.twins.spec import DISPLAYS_FILE, GENERATION_KEYS, SPEC_FILE, TWIN_VERSION, read_spec, twin_names, twin_spec
 from fer_mm.files import write_atomic
-from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
+from fer_mm.vocab import AUDIO, MODALITIES, SAMPLE_RATE, VIDEO
 
 FPS = 30
 FRAME_W, FRAME_H = 480, 360
@@ -113,11 +101,6 @@ SYLLABLES_PER_SENTENCE = {
 VOWEL_FORMANTS = np.array(  # F1, F2, F3 (Hz) of an adult male voice
     [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]], dtype=float
 )
-TWIN_KIND = "fer-mm synthetic CREMA-D twin"  # SYNTHETIC.json's kind (image twins have theirs)
-SPEC_FILE = "SYNTHETIC.json"  # marks a folder as a generated twin (and records how it was made)
-DISPLAYS_FILE = "displays.csv"  # each clip's displayed emotion per modality (the twin's ground truth of difficulty)
-# 2: displayed emotions (difficulty), level-free intensity, emotion-free clip length, per-modality timing
-TWIN_VERSION = 2
 # Speaking rate relative to the actor's: the slowest a voice gets (sad, at the strongest
 # intensity and expressiveness); the speech window is sized for it.
 SLOWEST_RATE = 0.6
@@ -308,7 +291,7 @@ def _curve(p0, p1, p2, n=12) -> np.ndarray:
     return pts.round().astype(np.int32)
 
 
-def _background(actor: Actor) -> np.ndarray:
+def background(actor: Actor) -> np.ndarray:
     yy, xx = np.mgrid[0:FRAME_H, 0:FRAME_W].astype(np.float32)
     grad = 1 + actor.light[0] * (xx / FRAME_W - 0.5) * 2 + actor.light[1] * (yy / FRAME_H - 0.5) * 2
     img = np.asarray(actor.background, np.float32)[None, None, :] * grad[..., None]
@@ -460,7 +443,7 @@ def _write_one(args: tuple) -> str:
     name, root, seed, displays = args
     clip = parse_name(name)
     actor = Actor.make(clip.actor, seed)
-    frames, wave = synth_clip(name, actor, _background(actor), seed, displays)
+    frames, wave = synth_clip(name, actor, background(actor), seed, displays)
     root = Path(root)
     for folder, ext, write in (
         (AUDIO_DIR, AUDIO_EXT, lambda p: sf.write(p, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")),
@@ -470,53 +453,11 @@ def _write_one(args: tuple) -> str:
     return name
 
 
-def twin_names(n_actors: int = len(ACTORS), n_sentences: int = len(SENTENCES)) -> list[str]:
-    """The clip names of a twin with the first ``n_actors`` actors and ``n_sentences`` sentences.
-
-    All of the release's names for them, less its four known defects (91 x 12: 7,438 clips).
-    """
-    if not 1 <= n_actors <= len(ACTORS):
-        raise ValueError(f"data.synthetic.actors (--actors) must be in 1..{len(ACTORS)}, got {n_actors}")
-    if not 1 <= n_sentences <= len(SENTENCES):
-        raise ValueError(f"data.synthetic.sentences (--sentences) must be in 1..{len(SENTENCES)}, got {n_sentences}")
-    # IEO first: it is the sentence that carries the three intensity levels.
-    sentences = ("IEO",) + tuple(s for s in SENTENCES if s != "IEO")
-    return [n for n in release_names(ACTORS[:n_actors], sentences[:n_sentences]) if n not in KNOWN_DEFECTS]
-
-
-GENERATION_KEYS = ("kind", "version", "actors", "sentences", "seed", "difficulty")  # what makes a twin; the rest follows
-
-
-def twin_spec(n_actors: int = 12, n_sentences: int = 4, seed: int = 0, difficulty="published") -> dict:
-    """What ``SYNTHETIC.json`` records about a twin: its parameters and its Bayes ceilings."""
-    weights = resolve_difficulty(difficulty, "data.synthetic.difficulty (--difficulty)")
-    names = twin_names(n_actors, n_sentences)
-    return dict(kind=TWIN_KIND, version=TWIN_VERSION, actors=n_actors, sentences=n_sentences,
-                seed=seed, difficulty=weights, difficulty_preset=preset_name(weights), clips=len(names),
-                ceilings=ceilings(names, weights), displays=DISPLAYS_FILE)
-
-
-def twin_dirname(synthetic: Mapping) -> str:
-    """The twin's folder under the data folder; it tells twins apart: ``crema_d_twin/12x4_published_seed0``."""
-    twin_names(synthetic["actors"], synthetic["sentences"])  # checks them
-    weights = resolve_difficulty(synthetic["difficulty"])
-    difficulty = preset_name(weights)
-    if difficulty == "custom":
-        difficulty = "_".join(f"{m}{w!r}" for m, w in weights.items())  # repr: weights that differ, names that differ
-    return f"crema_d_twin/{synthetic['actors']}x{synthetic['sentences']}_{difficulty}_seed{synthetic['seed']}"
-
-
-def read_spec(root: Path) -> dict | None:
-    """A twin's ``SYNTHETIC.json``, or None where ``root`` is not a generated twin."""
-    path = Path(root) / SPEC_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def generate(out_dir: Path, n_actors: int = 12, n_sentences: int = 4, seed: int = 0, workers: int = 0,
              progress: bool = True, difficulty="published") -> Path:
     """Write the twin under ``out_dir``; clips already there are kept, so a crashed run resumes.
 
-    ``difficulty`` is a preset of :data:`~fer_mm.data.displays.DIFFICULTY_PRESETS` or
+    ``difficulty`` is a preset of :data:`~fer_mm.data.twins.displays.DIFFICULTY_PRESETS` or
     ``{audio: w, video: w}``. A folder that holds another twin is refused.
     """
     from fer_mm.data.parallel import imap_progress

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from fer_mm.data.crema_d import DatasetScan
-from fer_mm.data.targets import NOT_CODED
+from fer_mm.data.sources.crema_d import DatasetScan
+from fer_mm.vocab import CKPLUS_CLASSES as CLASS_NAMES, NOT_CODED
 
 IMAGES_DIR, EMOTION_DIR, FACS_DIR = "cohn-kanade-images", "Emotion", "FACS"
 # the code in an emotion file -> class index; 0 (neutral) never occurs in the files: the neutral
 # samples are the sequences' first frames
-EMOTION_CODES = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear", 5: "happy", 6: "sadness",
-                 7: "surprise"}
-CLASS_NAMES = tuple(EMOTION_CODES[k] for k in sorted(EMOTION_CODES))
+EMOTION_CODES = dict(enumerate(CLASS_NAMES))
 
 SUBJECT_RE = re.compile(r"^S(\d+)$")
 SEQUENCE_RE = re.compile(r"^\d+$")

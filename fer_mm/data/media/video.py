@@ -18,7 +18,7 @@ import av
 import cv2
 import numpy as np
 
-from fer_mm.data.detectors import YuNetFaceDetector
+from fer_mm.data.media.detectors import YuNetFaceDetector
 
 
 class FaceDetector(Protocol):

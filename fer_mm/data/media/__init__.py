@@ -1,0 +1,1 @@
+"""Reading media: audio, video and the faces in it."""

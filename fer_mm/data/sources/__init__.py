@@ -1,0 +1,1 @@
+"""Where samples come from: each dataset's index in its released layout."""

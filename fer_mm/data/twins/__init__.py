@@ -1,0 +1,1 @@
+"""Synthetic twins of the datasets, written in each release's exact format."""
