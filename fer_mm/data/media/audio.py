@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import av
 import numpy as np
 import soundfile as sf
 import torch
 from scipy import signal
 
+from fer_mm.data.media.video import stream_start
 from fer_mm.vocab import SAMPLE_RATE
 
 
@@ -88,10 +90,6 @@ def read_audio_track(path: str) -> AudioTrack | None:
     Any codec, rate and channel count. A packet that does not decode is left out and counted,
     so one damaged packet does not cost the whole track.
     """
-    import av
-
-    from fer_mm.data.media.video import stream_start
-
     with av.open(path) as container:
         if not container.streams.audio:
             return None
