@@ -144,4 +144,4 @@ def test_resnet18_keeps_its_state_dict_keys():
     tv = [f"body.{k}" for k in torchvision.models.resnet18(weights=None).state_dict() if not k.startswith("fc.")]
     assert keys == tv + ["head.1.weight", "head.1.bias"]
     assert keys[:2] == ["body.conv1.weight", "body.bn1.weight"] and "body.layer1.0.conv1.weight" in keys
-    assert sum(p.numel() for p in get_model("resnet18").parameters()) == 11_232_902  # as in the README table
+    assert sum(p.numel() for p in get_model("resnet18").parameters()) == 11_232_902  # as in the table of docs/models.md

@@ -2,7 +2,7 @@
 
 MACs are counted with forward hooks on convolutions and linear layers (the layers that hold
 nearly all the arithmetic), for one sample at the default shapes: video [20, 98, 80] and
-audio [1, 128, 128]. Prints the README's model table.
+audio [1, 128, 128]. Prints the model table of docs/models.md.
 """
 
 from __future__ import annotations
