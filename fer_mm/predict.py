@@ -43,8 +43,9 @@ import torch
 from torch.utils.data import default_collate
 
 from fer_mm.data.media import audio as audio_io
+from fer_mm.data.media import faces as face_io
 from fer_mm.data.media import video as video_io
-from fer_mm.data.cache import PreprocessError, PreprocessParams, check_media_file, load_detector
+from fer_mm.data.cache import PreprocessParams, check_media_file
 from fer_mm.data.clips import clip_item
 from fer_mm.data.sources.crema_d import AUDIO_DIR, VIDEO_DIR, parse_name, scan_root
 from fer_mm.data.images import IMAGE_EXTENSIONS, ImagePreprocessParams, face_crop, read_gray
@@ -185,14 +186,15 @@ class Recognizer:
         self.detectors = []
         if VIDEO in self.modalities and getattr(self.params, "detect", True):
             try:
-                self.detectors.append(load_detector(self.params))
-            except PreprocessError as err:
+                self.detectors.append(face_io.make_detector(self.params.detector, **self.params.detector_kwargs))
+            except face_io.DetectorError as err:
                 if self.params == self.trained_preprocess:
                     raise
                 raise ValueError(f"detector={self.params.detector}: {err}") from err
             parallel = getattr(type(self.detectors[0]), "parallel_frames", False)
             threads = detector_threads or (_cores() if parallel else 1)
-            self.detectors += [load_detector(self.params) for _ in range(threads - 1)]
+            self.detectors += [face_io.make_detector(self.params.detector, **self.params.detector_kwargs)
+                               for _ in range(threads - 1)]
         self.detector = self.detectors[0] if self.detectors else None
 
     @property
@@ -205,14 +207,14 @@ class Recognizer:
         crops (``detect=false``), which finds no faces."""
         if self.detector is None:
             return np.tile([0.0, 0.0, frames.shape[2], frames.shape[1]], (len(frames), 1))
-        return video_io.detect_faces(frames, self.detectors)
+        return face_io.detect_faces(frames, self.detectors)
 
     def crop(self, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """The faces ``[N, face_height, face_width]`` of ``frames`` in their ``boxes``, as training
         cropped them; whole frames resized for a model trained on face crops."""
         if self.detector is None:
             return np.stack([face_crop(frame, self.params, None) for frame in frames])
-        return video_io.crop_faces(frames, boxes, self.params.face_height, self.params.face_width)
+        return face_io.crop_faces(frames, boxes, self.params.face_height, self.params.face_width)
 
     def _load_onnx(self, path: Path) -> dict:
         try:
@@ -370,15 +372,15 @@ def clip_input(rec: Recognizer, frames: np.ndarray | None, detected: np.ndarray 
     """One clip's (or window's) item for :meth:`Recognizer.probabilities`, its frames with a face,
     and what was done to its audio (downmixed, resampled).
 
-    ``detected``: the frames' tracked boxes (:class:`~fer_mm.data.media.video.FaceTracker`); smoothing,
+    ``detected``: the frames' tracked boxes (:class:`~fer_mm.data.media.faces.FaceTracker`); smoothing,
     cropping, downmix, resampling and quantisation are training's own functions.
     """
     faces = pcm = None
     with_face, notes = 0, []
     if VIDEO in rec.modalities:
         try:
-            boxes, missing = video_io.smooth_boxes(detected, rec.smooth_frames)
-        except video_io.NoFaceError as err:
+            boxes, missing = face_io.smooth_boxes(detected, rec.smooth_frames)
+        except face_io.NoFaceError as err:
             raise ClipError(str(err)) from err
         faces = rec.crop(frames, boxes)
         with_face = len(frames) - missing
@@ -399,7 +401,7 @@ class Windows:
     def __init__(self, rec: Recognizer, window: float, hop: float, audio_rate: int | None = None):
         rec.check_window(window, hop)
         self.rec, self.window, self.hop, self.audio_rate = rec, float(window), float(hop), audio_rate
-        self.tracker = video_io.FaceTracker(rec.detector) if rec.detector is not None else None
+        self.tracker = face_io.FaceTracker(rec.detector) if rec.detector is not None else None
         self.times: list[float] = []
         self.frames: list[np.ndarray] = []
         self.detected: list[np.ndarray] = []
@@ -641,7 +643,7 @@ def predict_image(rec: Recognizer, source: Source) -> tuple[list[dict], dict]:
     """An image -> a row per face (the largest first), and what its annotation needs.
 
     Every face the detector finds is cropped as training cropped its images
-    (:func:`~fer_mm.data.media.video.crop_faces`) and read as a clip of one frame; a model trained
+    (:func:`~fer_mm.data.media.faces.crop_faces`) and read as a clip of one frame; a model trained
     on face crops (``detect=false``) reads the whole image as one face. A clip model reads each
     face as a still clip (its frames all the same).
     """
@@ -738,7 +740,7 @@ def write_annotated(source: Source, annotation: dict, rec: Recognizer, path: Pat
     import av
     import cv2
 
-    boxes, _ = video_io.smooth_boxes(annotation["detected"], rec.smooth_frames)
+    boxes, _ = face_io.smooth_boxes(annotation["detected"], rec.smooth_frames)
     windows = annotation["windows"]
     centres = np.array([(w["start"] + w["end"]) / 2 for w in windows]) if windows else None
     with av.open(source.video) as src, av.open(str(path), mode="w") as out:

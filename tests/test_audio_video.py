@@ -6,7 +6,8 @@ import torch
 from fer_mm.data.media.audio import load_wav
 from fer_mm.models.frontends import (LogMelSpectrogram, ScipySpectrogram, add_noise, make_frontend,
                                resize_area, scipy_spectrogram)
-from fer_mm.data.media.video import sample_frame_indices, track_faces
+from fer_mm.data.media.faces import track_faces
+from fer_mm.data.media.video import sample_frame_indices
 
 
 SR = 16000

@@ -4,7 +4,8 @@ import re
 
 import numpy as np
 
-from fer_mm.bench import main as bench_main, memory_cache
+from fer_mm.bench.__main__ import main as bench_main
+from fer_mm.bench.pipeline import memory_cache
 
 
 def test_memory_cache_has_the_release_shape():

@@ -5,8 +5,8 @@ import builtins
 import numpy as np
 import pytest
 
-from fer_mm.data.media.detectors import (CONDITIONS, Condition, YuNetFaceDetector, box_iou, format_table, recall_table,
-                                   synthetic_frame)
+from fer_mm.bench.detectors import CONDITIONS, Condition, box_iou, format_table, recall_table, synthetic_frame
+from fer_mm.data.media.faces import YuNetFaceDetector
 
 
 def _frame(condition: Condition, seed: int):
@@ -67,7 +67,8 @@ def test_yunet_downscale_and_large_frames(yunet):
 
 
 def test_yunet_on_the_twins_video(yunet, twin_root):
-    from fer_mm.data.media.video import decode_gray, track_faces
+    from fer_mm.data.media.faces import track_faces
+    from fer_mm.data.media.video import decode_gray
 
     path = sorted((twin_root / "VideoFlash").glob("*.flv"))[0]
     frames = decode_gray(str(path)).frames[::10]
@@ -102,15 +103,16 @@ def test_recall_table_runs_and_formats():
 
 
 def test_bench_detectors_command(capsys):
-    from fer_mm.bench import main as bench_main
+    from fer_mm.bench.__main__ import main as bench_main
 
-    bench_main(["detectors", "--detectors", "haar", 'yunet{"downscale": 0.5}', "--n", "2"])
+    bench_main(["detectors", "--detector", "haar", "--detector", "yunet", "--detector-kwargs", '{"downscale": 0.5}',
+                "--n", "2"])
     out = capsys.readouterr().out
     assert '| condition | haar IoU / centre | yunet{"downscale": 0.5} IoU / centre |' in out
     assert "| mean recall (face rows) |" in out
 
 
 def test_yunet_is_a_registered_detector(yunet):
-    from fer_mm.data.media.video import make_detector
+    from fer_mm.data.media.faces import make_detector
 
     assert isinstance(make_detector("yunet", downscale=0.5), YuNetFaceDetector)

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 import fer_mm.data.cache as cache_mod
-import fer_mm.data.media.video as video_io
+import fer_mm.data.media.faces as face_io
 from fer_mm.data.cache import ClipCache, PreprocessError, PreprocessParams, build_cache
 from fer_mm.data.twins.crema_d import Actor, background, write_flv
 
@@ -183,7 +183,7 @@ def test_opening_a_missing_cache_says_what_to_run(tmp_path):
 
 
 def test_unknown_detector_names_the_key():
-    from fer_mm.data.media.video import make_detector
+    from fer_mm.data.media.faces import make_detector
     with pytest.raises(ValueError, match="data.preprocess.detector"):
         make_detector("mtcnn")
 
@@ -308,7 +308,7 @@ def test_a_detector_failing_on_every_clip_stops_after_the_first_clips(twin_root,
 
 def test_a_fixed_detector_reprocesses_every_clip(twin_root, twin_cache, tmp_path, monkeypatch):
     root = _small_root(twin_root, twin_cache, tmp_path / "root", 4)
-    monkeypatch.setitem(video_io.DETECTORS, "haar", NoFaceDetector)  # a detector broken in this environment
+    monkeypatch.setitem(face_io.DETECTORS, "haar", NoFaceDetector)  # a detector broken in this environment
     calls = []
     real = cache_mod.process_clip
     monkeypatch.setattr(cache_mod, "process_clip", lambda args: calls.append(args[0]) or real(args))
@@ -321,7 +321,7 @@ def test_a_fixed_detector_reprocesses_every_clip(twin_root, twin_cache, tmp_path
     (final / "clips.csv").write_text(",".join(twin_cache.clips.columns) + "\n")
     shutil.copy(twin_cache.path / "params.json", final / "params.json")
 
-    monkeypatch.setitem(video_io.DETECTORS, "haar", video_io.HaarFaceDetector)  # the user fixed the setup
+    monkeypatch.setitem(face_io.DETECTORS, "haar", face_io.HaarFaceDetector)  # the user fixed the setup
     calls.clear()
     cache = build_cache(root, tmp_path, workers=1, progress=False)
     assert sorted(calls) == sorted(twin_cache.clips["name"][:4])  # no skip record was reused
@@ -338,7 +338,7 @@ def test_a_resumed_run_whose_remaining_clips_fail_alike_still_finishes(twin_root
     with pytest.raises(Crash):
         build_cache(root, tmp_path, workers=1, progress=False)
     monkeypatch.setattr(cache_mod, "process_clip", real)
-    monkeypatch.setitem(video_io.DETECTORS, "haar", NoFaceDetector)
+    monkeypatch.setitem(face_io.DETECTORS, "haar", NoFaceDetector)
     cache = build_cache(root, tmp_path, workers=1, progress=False, first_clips=4)
     assert list(cache.clips["name"]) == calls and len(cache.report["skipped"]) == 5
 

@@ -47,7 +47,9 @@ import scipy
 import soundfile
 
 from fer_mm.data.media import audio as audio_io
-from fer_mm.data.media import video as video_io
+from fer_mm.data.media.faces import (DEFAULT_DETECTOR, DetectorError, NoFaceError, crop_faces, detector_label,
+                                     detector_settings, make_detector, track_faces)
+from fer_mm.data.media.video import decode_gray
 from fer_mm.data.sources.crema_d import DatasetScan, scan_root
 from fer_mm.vocab import SAMPLE_RATE
 from fer_mm.data.parallel import imap_progress
@@ -72,7 +74,7 @@ class PreprocessParams:
 
     face_height: int = 98
     face_width: int = 80
-    detector: str = "haar"
+    detector: str = DEFAULT_DETECTOR
     detector_kwargs: dict = field(default_factory=dict)
     smooth_frames: int = 5
     sample_rate: int = SAMPLE_RATE
@@ -158,53 +160,11 @@ def check_media_file(path: str) -> str | None:
     return None
 
 
-def detector_label(p: PreprocessParams) -> str:
-    """The config keys that chose the detector, as the user would write them."""
-    kwargs = f" data.preprocess.detector_kwargs={json.dumps(p.detector_kwargs)}" if p.detector_kwargs else ""
-    return f"data.preprocess.detector={p.detector}{kwargs}"
-
-
-def load_detector(p: PreprocessParams) -> video_io.FaceDetector:
-    """Build the detector and try it on a blank frame, so that a broken one stops the run before any clip.
-
-    OpenCV is kept to one thread in the process: its multi-threaded Haar search can return other
-    boxes than the single-threaded one (2 of 272 clips of a 40-actor twin got other crops), so a
-    cache would depend on how many workers made it, and inference would differ from training.
-    """
-    cv2.setNumThreads(1)
-    try:
-        detector = video_io.make_detector(p.detector, **p.detector_kwargs)
-        np.asarray(detector(np.zeros((240, 320), np.uint8)), dtype=np.float64).reshape(-1, 4)
-    except Exception as err:  # noqa: BLE001 - whatever the cause, the run cannot go on without a detector
-        fix = "" if p.detector in video_io.DETECTORS else \
-            f" (check that {p.detector.split(':')[0]} imports and its class takes these detector_kwargs)"
-        raise PreprocessError(f"the face detector {detector_label(p)} does not work: "
-                              f"{type(err).__name__}: {err}{fix}") from err
-    return detector
-
-
 def versions(p: PreprocessParams) -> dict:
     """What shaped the cached frames and waveforms besides the parameters (not hashed into the key)."""
     return dict(opencv=cv2.__version__, av=av.__version__, numpy=np.__version__, scipy=scipy.__version__,
                 soundfile=soundfile.__version__,
-                detector=dict(name=p.detector, settings=video_io.detector_settings(p.detector, **p.detector_kwargs)))
-
-
-_DETECTOR: tuple[str, video_io.FaceDetector] | None = None  # (what it was built from, detector): one per process
-
-
-def _detector_key(p: PreprocessParams) -> str:
-    return json.dumps([p.detector, p.detector_kwargs], sort_keys=True)
-
-
-def worker_detector(p) -> video_io.FaceDetector:
-    """The detector ``p`` names, built once per process (a preprocessing worker's, or the parent's)."""
-    global _DETECTOR
-    key = _detector_key(p)
-    if _DETECTOR is None or _DETECTOR[0] != key:
-        cv2.setNumThreads(1)  # a pool worker (serial runs use the parent's): threads would only contend
-        _DETECTOR = key, video_io.make_detector(p.detector, **p.detector_kwargs)
-    return _DETECTOR[1]
+                detector=dict(name=p.detector, settings=detector_settings(p.detector, **p.detector_kwargs)))
 
 
 def process_clip(args: tuple) -> dict:
@@ -239,19 +199,20 @@ def _process_clip(name: str, video_path: str, audio_path: str, p: dict) -> dict:
     if np.abs(samples).max() < p.silence_peak:
         return dict(name=name, skip=f"silent audio: peak {np.abs(samples).max():.2e} of full scale")
     try:
-        decoded = video_io.decode_gray(video_path)
+        decoded = decode_gray(video_path)
     except Exception as err:  # PyAV raises many error types for broken containers
         return dict(name=name, skip=f"unreadable video: {err}")
     video_seconds = len(decoded.frames) / decoded.fps
     if abs(video_seconds - seconds) > p.max_length_mismatch:
         return dict(name=name, skip=f"truncated or mismatched: video {video_seconds:.2f} s vs audio {seconds:.2f} s")
     try:
-        boxes, missing = video_io.track_faces(decoded.frames, worker_detector(p), p.smooth_frames)
-    except video_io.NoFaceError as err:
+        detector = make_detector(p.detector, shared=True, **p.detector_kwargs)
+        boxes, missing = track_faces(decoded.frames, detector, p.smooth_frames)
+    except NoFaceError as err:
         return dict(name=name, skip=str(err))
     except Exception as err:  # noqa: BLE001 - the detector's own failure, named as such
         return dict(name=name, skip=f"face detector failed: {type(err).__name__}: {err}")
-    faces = video_io.crop_faces(decoded.frames, boxes, p.face_height, p.face_width)
+    faces = crop_faces(decoded.frames, boxes, p.face_height, p.face_width)
     pcm = audio_io.to_pcm16(samples)
     return dict(name=name, faces=faces, audio=pcm, fps=decoded.fps, faces_missing=missing,
                 audio_notes="; ".join(loaded.notes))
@@ -334,64 +295,127 @@ def build_cache(root: Path, cache_dir: Path, params: PreprocessParams = Preproce
     work, when the first ``first_clips`` clips (all, when fewer) fail the same way, or when
     no clip could be cached.
     """
-    global _DETECTOR
     final = cache_path(root, cache_dir, params)
-    if not (final / "clips.csv").is_file():
-        adopt_or_name_other_caches(final, root, params)
-    if (final / "clips.csv").is_file():
-        cache = ClipCache(final)
-        if len(cache):
-            return cache
-        log.warning("%s holds no clip (stored by an older version as finished): preprocessing again", final)
-        shutil.rmtree(final)
-    if source is None:
-        scan = scan_root(root, params.exclude_known_defects)
-        job = lambda r: (r.name, r.video_path, r.audio_path, asdict(params))  # noqa: E731
-        process, columns = process_clip, CREMA_D_COLUMNS
-    else:
-        scan = source.scan(root)
-        job, process, columns = source.job, source.process, source.columns
-    # built here, before any worker starts: a broken detector is one message, not one per clip.
-    # Serial runs use this one; spawned workers build their own.
-    if getattr(params, "detect", True):  # face crops (an image set with detect=false) need none
-        _DETECTOR = _detector_key(params), load_detector(params)
-    parts = final.with_name(final.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
-    for stale in parts.glob("*.json"):  # a stopped run's report, or skip records of older versions
-        stale.unlink()
-    done = {p.name.split(".")[0] for p in parts.glob("*.npz") if not p.name.startswith(".")}
-    todo = [job(r) for r in scan.index.itertuples() if part_stem(r.name) not in done]
-    if done:
-        log.info("resuming: %d of %d clips already preprocessed in %s", len(done), len(scan.index), parts)
-    # skips are kept in memory, not in parts: a skipped clip is retried by the next run, since its
-    # reason may have been a broken setup that the user has fixed since
+    cache = open_finished_cache(final, root, params)
+    if cache is not None:
+        return cache
+    source = source or crema_d_source(params)
+    run = CacheRun(root, params, source.scan(root), final.with_name(final.name + ".parts"))
+    check_detector(params)
+    todo, resumed = run.resume(source.job)
     # the first clips tell a broken setup only when they are the first ever: a resumed run's work
     # list is weighted towards the clips that legitimately failed before
-    skipped, seen, watch = {}, 0, 0 if done else min(first_clips, len(scan.index))
     t0 = time.time()
-    # closing: a stop ends the generator at once, which terminates the worker pool
-    with closing(imap_progress(process, todo, workers, "preprocessing clips", progress)) as results:
-        for result in results:
-            name, seen = result["name"], seen + 1
-            if "skip" in result:
-                log.warning("skipped %s: %s", name, result["skip"])
-                skipped[name] = result["skip"]
-            else:
-                meta = {k: result[k] for k in ("fps", "faces_missing", "audio_notes")}
-                write_atomic(parts / f"{part_stem(name)}.npz", functools.partial(_save_part, result=result, meta=meta))
-            if seen == watch and len(skipped) == seen and len({reason_kind(r) for r in skipped.values()}) == 1:
-                raise _stopped(_systematic(skipped, params, len(scan.index)), parts, root, scan, params, skipped, seen)
-    for kind, paths in _by_kind(scan.problems).items():
-        for path in paths[:3]:
-            log.warning("skipped %s: %s", path, scan.problems[path])
-        if len(paths) > 3:
-            log.warning("... and %d more skipped as %r (all listed in the preprocessing report)", len(paths) - 3, kind)
-    if len(skipped) == len(scan.index):  # every clip is either in parts or skipped: none was cached
-        kinds = Counter(reason_kind(r) for r in {**scan.problems, **skipped}.values())
-        summary = ", ".join(f"{n} x {kind}" for kind, n in kinds.most_common(3)) or "nothing to read"
-        raise _stopped(f"no clip could be cached from {root} ({len(scan.index)} clips found; {summary})",
-                       parts, root, scan, params, skipped, seen)
-    return _assemble(final, parts, root, scan, params, skipped, time.time() - t0, columns)
+    run.process(source.process, todo, workers, progress, watch=0 if resumed else min(first_clips, len(run.scan.index)))
+    run.log_scan_problems()
+    run.check_some_cached()
+    return _assemble(final, run.parts, root, run.scan, params, run.skipped, time.time() - t0, source.columns)
+
+
+def open_finished_cache(final: Path, root: Path, params) -> ClipCache | None:
+    """The finished cache at ``final`` (an older fer-mm's moved there first), or None to build it."""
+    if not (final / "clips.csv").is_file():
+        adopt_or_name_other_caches(final, root, params)
+    if not (final / "clips.csv").is_file():
+        return None
+    cache = ClipCache(final)
+    if len(cache):
+        return cache
+    log.warning("%s holds no clip (stored by an older version as finished): preprocessing again", final)
+    shutil.rmtree(final)
+    return None
+
+
+def crema_d_source(params: PreprocessParams) -> SampleSource:
+    """CREMA-D's clips as :func:`build_cache` reads them (``process_clip`` looked up now, so tests may patch it)."""
+    return SampleSource(scan=lambda root: scan_root(root, params.exclude_known_defects),
+                        job=lambda r: (r.name, r.video_path, r.audio_path, asdict(params)),
+                        process=process_clip, columns=CREMA_D_COLUMNS)
+
+
+def check_detector(params) -> None:
+    """Build and try the detector before any worker starts: a broken one is one message, not one per clip.
+
+    A new instance, not the process's: the setup may have changed since that one was built.
+    """
+    if not getattr(params, "detect", True):  # face crops (an image set with detect=false) need none
+        return
+    try:
+        make_detector(params.detector, **params.detector_kwargs)
+    except DetectorError as err:
+        raise PreprocessError(str(err)) from err
+
+
+@dataclass
+class CacheRun:
+    """One run of :func:`build_cache`: its samples, the folder of finished ones, and those skipped so far.
+
+    Skips are kept in memory, not in ``parts``: a skipped clip is retried by the next run, since its
+    reason may have been a broken setup that the user has fixed since.
+    """
+
+    root: Path
+    params: Any
+    scan: DatasetScan
+    parts: Path
+    skipped: dict = field(default_factory=dict)  # name -> reason
+    seen: int = 0  # samples processed by this run
+
+    def resume(self, job: Callable[[Any], tuple]) -> tuple[list[tuple], bool]:
+        """The jobs of the samples not finished yet, and whether an earlier run finished some."""
+        self.parts.mkdir(parents=True, exist_ok=True)
+        for stale in self.parts.glob("*.json"):  # a stopped run's report, or skip records of older versions
+            stale.unlink()
+        done = {p.name.split(".")[0] for p in self.parts.glob("*.npz") if not p.name.startswith(".")}
+        if done:
+            log.info("resuming: %d of %d clips already preprocessed in %s", len(done), len(self.scan.index), self.parts)
+        return [job(r) for r in self.scan.index.itertuples() if part_stem(r.name) not in done], bool(done)
+
+    def process(self, process: Callable[[tuple], dict], todo: list, workers: int, progress: bool, watch: int) -> None:
+        """Each job's sample written to ``parts`` at once, or its skip recorded; stops when the first
+        ``watch`` samples all failed the same way."""
+        # closing: a stop ends the generator at once, which terminates the worker pool
+        with closing(imap_progress(process, todo, workers, "preprocessing clips", progress)) as results:
+            for result in results:
+                self.seen += 1
+                self.keep(result)
+                if self.seen == watch and len(self.skipped) == self.seen \
+                        and len({reason_kind(r) for r in self.skipped.values()}) == 1:
+                    raise self.stopped(_systematic(self.skipped, self.params, len(self.scan.index)))
+
+    def keep(self, result: dict) -> None:
+        name = result["name"]
+        if "skip" in result:
+            log.warning("skipped %s: %s", name, result["skip"])
+            self.skipped[name] = result["skip"]
+        else:
+            meta = {k: result[k] for k in ("fps", "faces_missing", "audio_notes")}
+            write_atomic(self.parts / f"{part_stem(name)}.npz", functools.partial(_save_part, result=result, meta=meta))
+
+    def log_scan_problems(self) -> None:
+        """The files the scan could not use: a few of each kind (the report lists them all)."""
+        for kind, paths in _by_kind(self.scan.problems).items():
+            for path in paths[:3]:
+                log.warning("skipped %s: %s", path, self.scan.problems[path])
+            if len(paths) > 3:
+                log.warning("... and %d more skipped as %r (all listed in the preprocessing report)", len(paths) - 3, kind)
+
+    def check_some_cached(self) -> None:
+        if len(self.skipped) == len(self.scan.index):  # every clip is either in parts or skipped: none was cached
+            kinds = Counter(reason_kind(r) for r in {**self.scan.problems, **self.skipped}.values())
+            summary = ", ".join(f"{n} x {kind}" for kind, n in kinds.most_common(3)) or "nothing to read"
+            raise self.stopped(f"no clip could be cached from {self.root} ({len(self.scan.index)} clips found; "
+                               f"{summary})")
+
+    def stopped(self, message: str) -> PreprocessError:
+        """The stop, with the would-be report written beside the parts so that every reason stays visible."""
+        report = dict(root=str(Path(self.root).resolve()), stopped=message, clips_found=len(self.scan.index),
+                      processed_this_run=self.seen, skipped_count=len(self.scan.problems) + len(self.skipped),
+                      skipped=dict(sorted({**self.scan.problems, **self.skipped}.items())),
+                      versions=versions(self.params))
+        path = write_atomic(self.parts / "preprocess_report.json", json.dumps(report, indent=2, default=str) + "\n")
+        return PreprocessError(f"preprocessing stopped: {message}. Nothing was stored as finished (the next run "
+                               f"tries again); every reason so far: {path}")
 
 
 def _save_part(path: Path, result: dict, meta: dict) -> None:
@@ -419,24 +443,13 @@ def _systematic(skipped: dict, p: PreprocessParams, n_clips: int) -> str:
     which = f"the first {len(skipped)} clips" if len(skipped) < n_clips else f"all {n_clips} clips"
     message = f"{which} failed the same way ({kind}), e.g. {name}: {reason}"
     if kind.startswith("no face found in"):
-        message += (f". The face detector {detector_label(p)} finds no face in any of them: check its "
+        message += (f". The face detector {detector_label(p.detector, p.detector_kwargs)} finds no face in any of them: check its "
                     f"settings (e.g. min_size against the video size) or choose another detector")
         if hasattr(p, "detect"):
             message += "; if the images are face crops already, set data.preprocess.detect=false"
     elif kind.startswith("face detector failed"):
-        message += f". The face detector {detector_label(p)} fails on every clip: fix it or choose another one"
+        message += f". The face detector {detector_label(p.detector, p.detector_kwargs)} fails on every clip: fix it or choose another one"
     return message
-
-
-def _stopped(message: str, parts: Path, root: Path, scan, params: PreprocessParams, skipped: dict,
-             processed: int) -> PreprocessError:
-    """The stop, with the would-be report written beside the parts so that every reason stays visible."""
-    report = dict(root=str(Path(root).resolve()), stopped=message, clips_found=len(scan.index),
-                  processed_this_run=processed, skipped_count=len(scan.problems) + len(skipped),
-                  skipped=dict(sorted({**scan.problems, **skipped}.items())), versions=versions(params))
-    path = write_atomic(parts / "preprocess_report.json", json.dumps(report, indent=2, default=str) + "\n")
-    return PreprocessError(f"preprocessing stopped: {message}. Nothing was stored as finished (the next run "
-                           f"tries again); every reason so far: {path}")
 
 
 def _assemble(final: Path, parts: Path, root: Path, scan, params, skipped: dict, seconds: float,

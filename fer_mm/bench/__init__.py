@@ -1,0 +1,33 @@
+"""``python -m fer_mm.bench``: how fast fer-mm trains and infers, measured on the current device.
+
+Four commands (CUDA if available, else CPU); each prints markdown tables to record with the
+command and the machine:
+
+- ``models``: training-step throughput of every model on ready inputs (video ``[20, 98, 80]``,
+  spectrogram ``[1, 128, 128]``): forward + backward + AdamW, samples/s (median of timed steps
+  after warm-up), and peak memory (CUDA allocator peak per model; on CPU the process's peak RSS
+  so far, which only grows from row to row).
+- ``pipeline``: the full training path at CREMA-D's size with no preprocessing: an in-memory cache
+  of random faces and waveforms (``--clips 7442 --actors 91``, clip lengths drawn to match the
+  release: 1.3 to 5 s, mean about 2.5 s, at 30 fps), then, per precision:
+  model-only samples/s (the network on ready inputs), data-path samples/s (resident batches and
+  the model's input transforms: frame sampling, normalisation, audio crop, noise, spectrogram),
+  end-to-end training samples/s (the system in a Lightning Trainer fed by the resident loader),
+  evaluation samples/s, and from those one LOSO fold's time for the default recipe (15 epochs)
+  and all folds' time run one after another.
+- ``latency``: inference on new clips of ``--seconds`` (2.5) in CREMA-D's own format (FLV, 480x360
+  at 30 fps, AAC audio; rendered by the twin's renderer), one clip at a time as ``predict`` reads
+  them: p50 and p95 in ms of decoding (frames and audio track), face tracking (the detector on
+  every frame), features (box smoothing, crops, frame sampling, downmix, resampling, spectrogram)
+  and the network under PyTorch and under ONNX Runtime; then features + model and the whole
+  pipeline against the clip's length. ``--checkpoint`` times a trained model (default: an untrained
+  AR5, which costs the same).
+- ``detectors``: face detectors' recall and ms per frame on synthetic 640x480 frames (the twin's
+  faces at several sizes, rolls, squeezes for yaw, occluded, dark, blurred, on clutter; see
+  :mod:`fer_mm.bench.detectors`), or with ``--twin ROOT`` on a twin's own videos.
+
+A face detector is spelled as in the config (``data.preprocess.detector`` and
+``data.preprocess.detector_kwargs``): ``--detector yunet --detector-kwargs '{"downscale": 0.5}'``;
+``detectors`` takes ``--detector`` again for each detector it compares, each followed by its own
+``--detector-kwargs`` where it has any.
+"""
