@@ -41,7 +41,7 @@ def twin_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def twin_cache(twin_root, tmp_path_factory):
-    from fer_mm.data.cache import build_cache
+    from fer_mm.data.preprocessing import build_cache
 
     return build_cache(twin_root, tmp_path_factory.mktemp("cache"), workers=2, progress=False)
 

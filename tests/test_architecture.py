@@ -20,7 +20,7 @@ LAYERS = (
     ("data: sources", ("fer_mm.data", "fer_mm.data.sources", "fer_mm.data.parallel")),
     ("data: media", ("fer_mm.data.media",)),
     ("data: twins", ("fer_mm.data.twins",)),
-    ("data: cache and batches", ("fer_mm.data.cache", "fer_mm.data.images", "fer_mm.data.clips",
+    ("data: cache and batches", ("fer_mm.data.cache", "fer_mm.data.preprocessing", "fer_mm.data.images", "fer_mm.data.clips",
                                  "fer_mm.data.protocols", "fer_mm.data.targets")),
     ("data: datamodule", ("fer_mm.data.datamodule",)),
     ("models", ("fer_mm.models",)),

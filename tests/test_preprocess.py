@@ -12,8 +12,10 @@ import pytest
 import soundfile as sf
 
 import fer_mm.data.cache as cache_mod
+import fer_mm.data.preprocessing as preprocessing_mod
 import fer_mm.data.media.faces as face_io
-from fer_mm.data.cache import ClipCache, PreprocessError, PreprocessParams, build_cache
+from fer_mm.data.cache import ClipCache, PreprocessError, PreprocessParams
+from fer_mm.data.preprocessing import build_cache
 from fer_mm.data.twins.crema_d import Actor, background, write_flv
 
 
@@ -133,7 +135,7 @@ class Crash(RuntimeError):
 
 def _crash_after(n: int, calls: list):
     """process_clip that records each clip and crashes the run at the (n+1)-th, as a killed run would."""
-    real = cache_mod.process_clip
+    real = preprocessing_mod.process_clip
 
     def process(args):
         if len(calls) == n:
@@ -151,16 +153,16 @@ def test_interrupted_preprocessing_resumes(twin_root, twin_cache, tmp_path, monk
     names = list(twin_cache.clips["name"][:8])
     for name in names:
         _copy_pair(twin_root, root, name)
-    real = cache_mod.process_clip
+    real = preprocessing_mod.process_clip
     calls = []
-    monkeypatch.setattr(cache_mod, "process_clip", _crash_after(3, calls))
+    monkeypatch.setattr(preprocessing_mod, "process_clip", _crash_after(3, calls))
     with pytest.raises(Crash):
         build_cache(root, tmp_path, workers=1, progress=False)
     assert not (cache_mod.cache_path(root, tmp_path, PreprocessParams()) / "clips.csv").exists()
     done = list(calls)
 
     calls.clear()
-    monkeypatch.setattr(cache_mod, "process_clip", lambda args: calls.append(args[0]) or real(args))
+    monkeypatch.setattr(preprocessing_mod, "process_clip", lambda args: calls.append(args[0]) or real(args))
     cache = build_cache(root, tmp_path, workers=1, progress=False)
     assert len(calls) == 8 - 3 and not set(calls) & set(done)  # finished clips are not redone
     assert list(cache.clips["name"]) == names
@@ -221,13 +223,13 @@ def test_a_root_with_nothing_usable_stops_and_stores_nothing(tmp_path):
 
 def test_an_unforeseen_error_in_one_clip_becomes_its_reason(tmp_path):
     from dataclasses import asdict
-    result = cache_mod.process_clip(("1001_DFA_ANG_XX", str(tmp_path / "gone.flv"), str(tmp_path / "gone.wav"),
+    result = preprocessing_mod.process_clip(("1001_DFA_ANG_XX", str(tmp_path / "gone.flv"), str(tmp_path / "gone.wav"),
                                      asdict(PreprocessParams())))
     assert result["name"] == "1001_DFA_ANG_XX" and result["skip"].startswith("failed: FileNotFoundError")
 
 
 def test_reason_kind_drops_what_is_particular_to_a_clip():
-    kind = cache_mod.reason_kind
+    kind = preprocessing_mod.reason_kind
     assert kind("empty file: VideoFlash/1001_DFA_ANG_XX.flv has 0 bytes") == kind("empty file: AudioWAV/x.wav") \
         == "empty file"
     assert kind("too short: 0.40 s of audio (min_seconds=0.8)") == "too short"
@@ -271,7 +273,7 @@ def _small_root(twin_root, twin_cache, path, n):
 @pytest.mark.parametrize("missing", ["CascadeClassifier", "data"])
 def test_haar_without_opencv4_stops_before_any_clip(twin_root, tmp_path, monkeypatch, missing):
     monkeypatch.delattr(cv2, missing)  # as on OpenCV 5
-    monkeypatch.setattr(cache_mod, "process_clip", lambda args: pytest.fail("a clip was processed"))
+    monkeypatch.setattr(preprocessing_mod, "process_clip", lambda args: pytest.fail("a clip was processed"))
     with pytest.raises(PreprocessError, match=r"data.preprocess.detector=haar .*opencv-python-headless<5"):
         build_cache(twin_root, tmp_path, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []  # neither a cache nor its parts
@@ -310,8 +312,8 @@ def test_a_fixed_detector_reprocesses_every_clip(twin_root, twin_cache, tmp_path
     root = _small_root(twin_root, twin_cache, tmp_path / "root", 4)
     monkeypatch.setitem(face_io.DETECTORS, "haar", NoFaceDetector)  # a detector broken in this environment
     calls = []
-    real = cache_mod.process_clip
-    monkeypatch.setattr(cache_mod, "process_clip", lambda args: calls.append(args[0]) or real(args))
+    real = preprocessing_mod.process_clip
+    monkeypatch.setattr(preprocessing_mod, "process_clip", lambda args: calls.append(args[0]) or real(args))
     with pytest.raises(PreprocessError, match="all 4 clips failed the same way"):
         build_cache(root, tmp_path, workers=1, progress=False)
     final = cache_mod.cache_path(root, tmp_path, PreprocessParams())
@@ -333,11 +335,11 @@ def test_a_resumed_run_whose_remaining_clips_fail_alike_still_finishes(twin_root
     # the first run caches 3 clips and is interrupted; the 5 left all lack a face: their own defect, not
     # a broken setup, since clips were cached before. The resumed run skips them and finishes.
     root = _small_root(twin_root, twin_cache, tmp_path / "root", 8)
-    real, calls = cache_mod.process_clip, []
-    monkeypatch.setattr(cache_mod, "process_clip", _crash_after(3, calls))
+    real, calls = preprocessing_mod.process_clip, []
+    monkeypatch.setattr(preprocessing_mod, "process_clip", _crash_after(3, calls))
     with pytest.raises(Crash):
         build_cache(root, tmp_path, workers=1, progress=False)
-    monkeypatch.setattr(cache_mod, "process_clip", real)
+    monkeypatch.setattr(preprocessing_mod, "process_clip", real)
     monkeypatch.setitem(face_io.DETECTORS, "haar", NoFaceDetector)
     cache = build_cache(root, tmp_path, workers=1, progress=False, first_clips=4)
     assert list(cache.clips["name"]) == calls and len(cache.report["skipped"]) == 5
@@ -358,7 +360,7 @@ def test_a_cache_made_under_other_decoders_is_rebuilt_and_the_old_one_named(twin
     assert str(first.path) in warning and f"OpenCV {cv2.__version__} and PyAV {av.__version__} is at" in warning
     assert "under OpenCV 4.99.0 and PyAV 99.0.0" in warning
     monkeypatch.setattr(cache_mod, "decoder_versions", real)  # back under the first versions: found, not rebuilt
-    monkeypatch.setattr(cache_mod, "process_clip", lambda args: pytest.fail("a clip was processed"))
+    monkeypatch.setattr(preprocessing_mod, "process_clip", lambda args: pytest.fail("a clip was processed"))
     assert build_cache(root, tmp_path / "caches", workers=1, progress=False).path == first.path
     # a cache of an older fer-mm (a key without the decoders) made under these very versions is moved into place
     params = json.loads((first.path / "params.json").read_text())

@@ -3,7 +3,7 @@ transfer to an unseen actor (LOSO fold 0, the default training recipe)."""
 
 import pytest
 
-from fer_mm.data.cache import build_cache
+from fer_mm.data.preprocessing import build_cache
 from fer_mm.data.twins.crema_d import generate
 from fer_mm.train import train
 

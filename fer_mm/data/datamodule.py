@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fer_mm.data import targets as targets_io
-from fer_mm.data.cache import ClipCache, PreprocessParams, build_cache, cache_path
+from fer_mm.data.cache import ClipCache, PreprocessParams, cache_path
+from fer_mm.data.preprocessing import build_cache
 from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
 from fer_mm.data.images import (ImagePreprocessParams, build_image_cache, class_names, folder_layout, generate_twin,
                                 twin_folder)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import time
 import re
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
@@ -25,9 +28,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fer_mm.data import cache as cache_io
+from fer_mm.data.cache import (ClipCache, PreprocessError, SampleSource, cache_path, finish_cache, params_key,
+                               versions)
 from fer_mm.data.media.faces import DEFAULT_DETECTOR, FaceDetector, NoFaceError, crop_faces, make_detector, track_faces
+from fer_mm.data.preprocessing import build_cache, check_media_file
+from fer_mm.data.sources import ckplus, fer2013
 from fer_mm.data.sources.crema_d import DatasetScan
+from fer_mm.data.twins import images as image_twins
 from fer_mm.vocab import NOT_CODED
 
 log = logging.getLogger(__name__)
@@ -83,7 +90,7 @@ class ImagePreprocessParams:
                 raise ValueError(f"data.preprocess.subject_pattern={self.subject_pattern!r}: {err}") from None
 
     def key(self, root: Path) -> str:
-        return cache_io.params_key(self, root)
+        return params_key(self, root)
 
 
 def read_gray(path: str) -> np.ndarray:
@@ -111,11 +118,11 @@ def face_crop(image: np.ndarray, p: ImagePreprocessParams, detector: FaceDetecto
 
 
 def process_image(args: tuple) -> dict:
-    """One image's face, as :func:`~fer_mm.data.cache.process_clip` gives a clip's (or ``{"skip": reason}``)."""
+    """One image's face, as :func:`~fer_mm.data.preprocessing.process_clip` gives a clip's (or ``{"skip": reason}``)."""
     name, path, params = args
     try:
         p = ImagePreprocessParams(**params)
-        problem = cache_io.check_media_file(path)
+        problem = check_media_file(path)
         if problem:
             return dict(name=name, skip=problem)
         try:
@@ -198,30 +205,65 @@ def scan_image_folder(root: Path, p: ImagePreprocessParams) -> tuple[DatasetScan
     return DatasetScan(index=index, problems=problems, demographics=None), classes
 
 
-def image_source(p: ImagePreprocessParams, scan) -> cache_io.SampleSource:
+def image_source(p: ImagePreprocessParams, scan) -> SampleSource:
     """A :class:`~fer_mm.data.cache.SampleSource` over the rows ``scan(root)`` gives, one image each."""
     params = asdict(p)
-    return cache_io.SampleSource(scan=scan, job=lambda r: (r.name, r.path, params), process=process_image,
+    return SampleSource(scan=scan, job=lambda r: (r.name, r.path, params), process=process_image,
                                  columns=COLUMNS)
 
 
 def build_image_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams, workers: int = 0,
-                      progress: bool = True) -> cache_io.ClipCache:
+                      progress: bool = True) -> ClipCache:
     """The image set under ``root`` in its ``format``, cached (or the finished cache opened)."""
-    from fer_mm.data.sources import ckplus
-    from fer_mm.data.sources import fer2013
-
     if p.format == "fer2013":
-        return fer2013.build_cache(root, cache_dir, p)
+        return build_fer2013_cache(root, cache_dir, p)
     scan = (lambda r: ckplus.scan(r, p)) if p.format == "ckplus" else (lambda r: scan_image_folder(r, p)[0])
-    return cache_io.build_cache(root, cache_dir, p, workers=workers, progress=progress, source=image_source(p, scan))
+    return build_cache(root, cache_dir, p, workers=workers, progress=progress, source=image_source(p, scan))
+
+
+def build_fer2013_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams) -> ClipCache:
+    """FER2013's faces into a cache (one csv, faces cropped already: read in one pass, no workers).
+
+    ``actor`` is -1 for every image: FER2013 has no subject ids, so its only protocol is its
+    released split (``cv=released``)."""
+    final = cache_path(root, cache_dir, p)
+    if (final / "clips.csv").is_file():
+        return ClipCache(final)
+    t0 = time.time()
+    index, faces, problems = fer2013.read_csv(root)
+    if not len(index):
+        kinds = sorted({r.split(":")[0] for r in problems.values()})
+        raise PreprocessError(f"no image could be cached from {fer2013.csv_path(root)} ({len(problems)} rows, all unusable: "
+                              f"{', '.join(kinds)})")
+    for line, reason in list(problems.items())[:20]:
+        log.warning("skipped %s of %s: %s", line, fer2013.CSV_FILE, reason)
+    if (p.face_height, p.face_width) != (fer2013.SIZE, fer2013.SIZE):
+        faces = np.stack([cv2.resize(f, (p.face_width, p.face_height), interpolation=cv2.INTER_AREA) for f in faces])
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "video.u8").write_bytes(np.ascontiguousarray(faces).tobytes())
+    (tmp / "audio.i16").write_bytes(b"")
+    n = len(index)
+    clips = index.assign(n_frames=1, fps=0.0, video_offset=np.arange(n), n_samples=0, audio_offset=0,
+                         faces_missing=0, audio_notes="")
+    # FER2013 is known to hold the same face in more than one part: counted, so that a leak is visible
+    seen = {face.tobytes() for face in faces[(clips["part"] == "train").to_numpy()]}
+    repeated = {part: int(sum(face.tobytes() in seen for face in faces[(clips["part"] == part).to_numpy()]))
+                for part in ("val", "test")}
+    if any(repeated.values()):
+        log.warning("FER2013: %s images of PublicTest / PrivateTest are pixel for pixel in Training",
+                    " / ".join(str(v) for v in repeated.values()))
+    report = dict(root=str(fer2013.csv_path(root).resolve()), cached_clips=n, skipped_count=len(problems),
+                  same_face_as_training=repeated,
+                  skipped=problems, actors=0, clips_per_emotion=clips["emotion"].value_counts().sort_index().to_dict(),
+                  clips_per_part=clips["part"].value_counts().to_dict(), frames=n, audio_seconds=0.0,
+                  frames_without_face=0, notes={}, seconds=round(time.time() - t0, 1), versions=versions(p))
+    return finish_cache(tmp, final, clips, p, report)
 
 
 def class_names(root: Path, p: ImagePreprocessParams) -> tuple[str, ...]:
     """The classes of an image set, in label order."""
-    from fer_mm.data.sources import ckplus
-    from fer_mm.data.sources import fer2013
-
     if p.format == "fer2013":
         return fer2013.CLASS_NAMES
     if p.format == "ckplus":
@@ -250,8 +292,6 @@ def twin_folder(fmt: str, synthetic: dict) -> str:
 
 def generate_twin(fmt: str, root: Path, synthetic: dict, workers: int = 0, progress: bool = True) -> Path:
     """Write (or finish) the ``fmt`` twin with ``synthetic`` parameters under ``root``."""
-    from fer_mm.data.twins import images as image_twins
-
     twin_folder(fmt, synthetic)  # checks the keys
     unknown = sorted(set(synthetic) - set(TWIN_KEYS[fmt]))
     if unknown:

@@ -8,9 +8,6 @@ PublicTest or PrivateTest.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -78,47 +75,3 @@ def read_csv(root: Path) -> tuple[pd.DataFrame, np.ndarray, dict[str, str]]:
         faces.append(values.astype(np.uint8).reshape(SIZE, SIZE))
     return pd.DataFrame(rows), np.stack(faces) if faces else np.zeros((0, SIZE, SIZE), np.uint8), problems
 
-
-def build_cache(root: Path, cache_dir: Path, p):
-    """FER2013's faces into a cache (one csv, faces cropped already: read in one pass, no workers).
-
-    ``actor`` is -1 for every image: FER2013 has no subject ids, so its only protocol is its
-    released split (``cv=released``)."""
-    import cv2
-
-    from fer_mm.data.cache import ClipCache, PreprocessError, cache_path, finish_cache, versions
-
-    final = cache_path(root, cache_dir, p)
-    if (final / "clips.csv").is_file():
-        return ClipCache(final)
-    t0 = time.time()
-    index, faces, problems = read_csv(root)
-    if not len(index):
-        kinds = sorted({r.split(":")[0] for r in problems.values()})
-        raise PreprocessError(f"no image could be cached from {csv_path(root)} ({len(problems)} rows, all unusable: "
-                              f"{', '.join(kinds)})")
-    for line, reason in list(problems.items())[:20]:
-        log.warning("skipped %s of %s: %s", line, CSV_FILE, reason)
-    if (p.face_height, p.face_width) != (SIZE, SIZE):
-        faces = np.stack([cv2.resize(f, (p.face_width, p.face_height), interpolation=cv2.INTER_AREA) for f in faces])
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "video.u8").write_bytes(np.ascontiguousarray(faces).tobytes())
-    (tmp / "audio.i16").write_bytes(b"")
-    n = len(index)
-    clips = index.assign(n_frames=1, fps=0.0, video_offset=np.arange(n), n_samples=0, audio_offset=0,
-                         faces_missing=0, audio_notes="")
-    # FER2013 is known to hold the same face in more than one part: counted, so that a leak is visible
-    seen = {face.tobytes() for face in faces[(clips["part"] == "train").to_numpy()]}
-    repeated = {part: int(sum(face.tobytes() in seen for face in faces[(clips["part"] == part).to_numpy()]))
-                for part in ("val", "test")}
-    if any(repeated.values()):
-        log.warning("FER2013: %s images of PublicTest / PrivateTest are pixel for pixel in Training",
-                    " / ".join(str(v) for v in repeated.values()))
-    report = dict(root=str(csv_path(root).resolve()), cached_clips=n, skipped_count=len(problems),
-                  same_face_as_training=repeated,
-                  skipped=problems, actors=0, clips_per_emotion=clips["emotion"].value_counts().sort_index().to_dict(),
-                  clips_per_part=clips["part"].value_counts().to_dict(), frames=n, audio_seconds=0.0,
-                  frames_without_face=0, notes={}, seconds=round(time.time() - t0, 1), versions=versions(p))
-    return finish_cache(tmp, final, clips, p, report)
