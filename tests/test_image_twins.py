@@ -14,7 +14,8 @@ from fer_mm.data.twins.images import (
     generate_ckplus,
     generate_fer2013,
 )
-from fer_mm.data.twins.crema_d import Actor, background, render_face
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.face import background, render_face
 from fer_mm.data.media.video import HaarFaceDetector
 from image_sets import ODD_FACS, STRAY_FILE, write_ckplus_folder, write_fer2013_csv
 

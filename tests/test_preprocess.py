@@ -14,7 +14,9 @@ import soundfile as sf
 import fer_mm.data.cache as cache_mod
 import fer_mm.data.media.video as video_io
 from fer_mm.data.cache import ClipCache, PreprocessError, PreprocessParams, build_cache
-from fer_mm.data.twins.crema_d import Actor, background, write_flv
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.crema_d import write_flv
+from fer_mm.data.twins.face import background
 
 
 def test_cache_shapes_counts_and_report(twin_cache, twin_root):
