@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_mm.data.twins.crema_d import Actor, background, render_face
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.face import background, render_face
 
 # Expressions of this module's own: AU weights, plus a one-sided mouth corner for contempt.
 EXPRESSIONS = {

@@ -21,16 +21,10 @@ from fer_mm.data.twins.displays import (
     joint_table,
     resolve_difficulty,
 )
-from fer_mm.data.twins.crema_d import (
-    DISPLAYS_FILE,
-    SPEC_FILE,
-    Actor,
-    background,
-    generate,
-    read_spec,
-    synth_clip,
-    twin_spec,
-)
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.crema_d import generate, synth_clip
+from fer_mm.data.twins.face import background
+from fer_mm.data.twins.spec import DISPLAYS_FILE, SPEC_FILE, read_spec, twin_spec
 from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
 
 RELEASE = release_names()

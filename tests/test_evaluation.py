@@ -10,7 +10,7 @@ import torch
 
 from fer_mm.data.clips import clip_item
 from fer_mm.evaluation import ConfusionMetric, confusion_matrix, probability_columns, scores
-from fer_mm.report import main as report_main
+from fer_mm.report.build import main as report_main
 from fer_mm.system import EmotionSystem
 from fer_mm.train import train
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_mm.report import report
+from fer_mm.report.build import report
 from fer_mm.train import train
 from image_sets import write_ckplus_folder, write_fer2013_csv
 

@@ -16,7 +16,9 @@ import fer_mm.data.preprocessing as preprocessing_mod
 import fer_mm.data.media.faces as face_io
 from fer_mm.data.cache import ClipCache, PreprocessError, PreprocessParams
 from fer_mm.data.preprocessing import build_cache
-from fer_mm.data.twins.crema_d import Actor, background, write_flv
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.crema_d import write_flv
+from fer_mm.data.twins.face import background
 
 
 def test_cache_shapes_counts_and_report(twin_cache, twin_root):

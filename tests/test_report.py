@@ -10,7 +10,8 @@ from fer_mm.vocab import EMOTIONS
 from fer_mm.data.twins.displays import display_matrix
 from fer_mm.data.twins.spec import TWIN_VERSION
 from fer_mm.evaluation import SCHEMA_VERSION
-from fer_mm.report import environment_differences, holm, human_baseline, main as report_main
+from fer_mm.report.build import main as report_main
+from fer_mm.report.comparisons import environment_differences, holm, human_baseline
 from fer_mm.train import train
 
 SWEEPS = {"ar2_video": [0, 1, 2], "ar5_audio_only": [0, 1, 3]}

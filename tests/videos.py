@@ -13,7 +13,9 @@ import numpy as np
 from scipy import signal
 
 from fer_mm.vocab import SAMPLE_RATE
-from fer_mm.data.twins.crema_d import FPS, Actor, background, synth_clip
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.crema_d import synth_clip
+from fer_mm.data.twins.face import FPS, background
 
 
 def face_clip(actor: int, emotion: str, sentence: str = "IEO", seed: int = 7) -> tuple[list[np.ndarray], np.ndarray]:

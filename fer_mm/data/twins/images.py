@@ -30,11 +30,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_mm.data.sources import ckplus
-
-from fer_mm.data.sources import fer2013
+from fer_mm.data.parallel import imap_progress
+from fer_mm.data.sources import ckplus, fer2013
+from fer_mm.data.twins.actors import AU_IDS, Actor
 from fer_mm.data.twins.displays import keyed_rng
-from fer_mm.data.twins.crema_d import AU_IDS, EMOTION_AUS, Actor, background, render_face
+from fer_mm.data.twins.face import EMOTION_AUS, background, render_face
 from fer_mm.data.twins.spec import SPEC_FILE, read_spec
 from fer_mm.files import write_atomic
 
@@ -226,8 +226,6 @@ def generate_fer2013(out_dir: Path, n_subjects: int = 120, images_per_subject: i
     A folder that holds another twin (or a ``fer2013.csv`` of no twin) is refused; one that holds
     this twin whole is returned at once.
     """
-    from fer_mm.data.parallel import imap_progress
-
     out_dir = Path(out_dir)
     spec = fer2013_spec(n_subjects, images_per_subject, seed, difficulty)
     csv_path = out_dir / fer2013.CSV_FILE
@@ -376,8 +374,6 @@ def generate_ckplus(out_dir: Path, n_subjects: int = 24, seed: int = 0, labelled
     Sequences already written are kept, so a crashed run resumes. A folder that holds another twin
     (or CK+ images of no twin) is refused; one that holds this twin whole is returned at once.
     """
-    from fer_mm.data.parallel import imap_progress
-
     out_dir = Path(out_dir)
     spec = ckplus_spec(n_subjects, seed, labelled_share)
     old = _check_folder(out_dir, spec, CKPLUS_KEYS, out_dir / ckplus.IMAGES_DIR)
