@@ -246,7 +246,8 @@ def latency(args: argparse.Namespace) -> list[dict]:
 
     from fer_mm.data.media import video as video_io
     from fer_mm.data.cache import PreprocessParams
-    from fer_mm.predict import Recognizer, clip_input, read_media
+    from fer_mm.inference.media import clip_input, read_media
+    from fer_mm.inference.recognizer import Recognizer
     from fer_mm.system import EmotionSystem
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,7 +261,7 @@ def latency(args: argparse.Namespace) -> list[dict]:
         rec = Recognizer(checkpoint, detector=detector, detector_kwargs=detector_kwargs)
         runtimes = {"PyTorch": rec}
         try:
-            from fer_mm.export import export_onnx
+            from fer_mm.inference.export import export_onnx
 
             runtimes["ONNX Runtime"] = Recognizer(export_onnx(checkpoint, Path(tmp) / "model.onnx"), runtime="onnx",
                                                   detector=detector, detector_kwargs=detector_kwargs)
