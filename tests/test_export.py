@@ -10,9 +10,10 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from fer_mm.export import example_inputs, export_onnx  # noqa: E402
+from fer_mm.inference.export import example_inputs, export_onnx  # noqa: E402
 from fer_mm.models import list_models  # noqa: E402
-from fer_mm.predict import ONNX_METADATA_KEY, Recognizer  # noqa: E402
+from fer_mm.inference.model import ONNX_METADATA_KEY  # noqa: E402
+from fer_mm.inference.recognizer import Recognizer  # noqa: E402
 from fer_mm.system import EmotionSystem  # noqa: E402
 
 

@@ -52,7 +52,7 @@ def test_independent_ckplus_folder_trains_with_the_command_unchanged(tmp_path, i
     checkpoint then predicts without that file."""
     from torchvision.models import resnet50
 
-    from fer_mm.predict import Recognizer
+    from fer_mm.inference.recognizer import Recognizer
 
     data = tmp_path / "CK+"
     sequences = write_ckplus_folder(data)
@@ -179,7 +179,9 @@ def test_predict_reads_images_per_face_and_videos_per_frame(tmp_path, ckplus_au_
     the fold read from its file gives the fold's own prediction."""
     import cv2
 
-    from fer_mm.predict import Recognizer, predict_files, find_inputs
+    from fer_mm.inference.predict import predict_files
+    from fer_mm.inference.recognizer import Recognizer
+    from fer_mm.inference.sources import find_inputs
     from image_sets import face
 
     run, m = ckplus_au_run
@@ -219,8 +221,8 @@ def test_an_image_model_with_task_heads_exports_to_onnx(tmp_path, ckplus_au_run)
     import cv2
 
     pytest.importorskip("onnxruntime")
-    from fer_mm.export import export_onnx
-    from fer_mm.predict import Recognizer
+    from fer_mm.inference.export import export_onnx
+    from fer_mm.inference.recognizer import Recognizer
     from image_sets import face
 
     run, _ = ckplus_au_run
@@ -235,7 +237,8 @@ def test_an_image_model_with_task_heads_exports_to_onnx(tmp_path, ckplus_au_run)
 def test_a_live_source_runs_an_image_model_window_by_window(ckplus_au_run, twin_root):
     """The stream's path (Windows) with an image model: each window reads one tracked face."""
     from fer_mm.data.media.video import decode_gray
-    from fer_mm.predict import Recognizer, Windows, predict_windows
+    from fer_mm.inference.recognizer import Recognizer
+    from fer_mm.inference.windows import Windows, predict_windows
 
     rec = Recognizer(ckplus_au_run[0] / "fold_0")
     decoded = decode_gray(str(next((twin_root / "VideoFlash").glob("*.flv"))))

@@ -14,14 +14,9 @@ from fer_mm.data.twins.images import (
     generate_ckplus,
     generate_fer2013,
 )
-<<<<<<< HEAD
-from fer_mm.data.twins.crema_d import Actor, background, render_face
-from fer_mm.data.media.faces import HaarFaceDetector
-=======
 from fer_mm.data.twins.actors import Actor
 from fer_mm.data.twins.face import background, render_face
-from fer_mm.data.media.video import HaarFaceDetector
->>>>>>> split
+from fer_mm.data.media.faces import HaarFaceDetector
 from image_sets import ODD_FACS, STRAY_FILE, write_ckplus_folder, write_fer2013_csv
 
 SUBJECT, SEQUENCE = re.compile(r"^S\d{3}$"), re.compile(r"^\d{3}$")

@@ -15,8 +15,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fer_mm.predict import Recognizer, Source, find_inputs, predict_files, predict_source, resolve_checkpoint
-from fer_mm.stream import AVSource, open_source, run_stream
+from fer_mm.inference.model import resolve_checkpoint
+from fer_mm.inference.predict import predict_files
+from fer_mm.inference.recognizer import Recognizer, predict_source
+from fer_mm.inference.sources import Source, find_inputs
+from fer_mm.inference.stream import AVSource, open_source, run_stream
 from fer_mm.train import train
 from videos import independent_folder
 
@@ -74,7 +77,7 @@ def test_predicting_the_raw_test_clips_gives_the_folds_predictions(trained, twin
 
 def test_the_exported_model_predicts_what_the_checkpoint_predicts(trained, twin_root, tmp_path):
     pytest.importorskip("onnxruntime")
-    from fer_mm.export import export_onnx
+    from fer_mm.inference.export import export_onnx
 
     run_dir, _ = trained["ar5_fusion"]
     names = list(pd.read_csv(run_dir / "predictions.csv")["name"][:4])
@@ -219,7 +222,7 @@ def test_a_stream_url_is_read_as_a_live_source(trained, videos, tmp_path):
 
 
 def test_microphone_choice():
-    from fer_mm.stream import open_microphone
+    from fer_mm.inference.stream import open_microphone
 
     assert open_microphone("none") is None
     with pytest.raises(RuntimeError, match="mic=alsa:no-such-card: no audio input opens there"):
@@ -301,7 +304,7 @@ def test_frames_keep_their_times_at_a_variable_frame_rate(trained, edge_videos):
 
 
 def test_audio_that_starts_later_is_put_in_step_with_the_video(trained, edge_videos):
-    from fer_mm.predict import read_media
+    from fer_mm.inference.media import read_media
 
     media = read_media(str(edge_videos["offset"]), None, Recognizer(trained["ar5_fusion"][0]))
     first_sound = np.flatnonzero(np.abs(media.audio[:, 0]) > 1e-3)[0] / media.audio_rate

@@ -25,7 +25,8 @@ import numpy as np
 from fer_mm.data.media.faces import make_detector
 from fer_mm.data.media.video import decode_gray, sample_frame_indices
 from fer_mm.data.sources.crema_d import VIDEO_DIR, VIDEO_EXT, parse_name
-from fer_mm.data.twins.crema_d import EMOTION_AUS, FRAME_H, FRAME_W, Actor, render_face
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.face import EMOTION_AUS, FRAME_H, FRAME_W, render_face
 from fer_mm.data.twins.spec import read_spec
 
 FRAME = (640, 480)  # width, height of the benchmark frames

@@ -14,9 +14,12 @@ import torch
 
 from fer_mm.data.cache import PreprocessParams
 from fer_mm.data.media.faces import detect_faces
-from fer_mm.data.twins.crema_d import FPS as TWIN_FPS, Actor, background, synth_clip, write_flv
-from fer_mm.export import export_onnx
-from fer_mm.predict import Recognizer, clip_input, read_media
+from fer_mm.data.twins.actors import Actor
+from fer_mm.data.twins.crema_d import synth_clip, write_flv
+from fer_mm.data.twins.face import FPS as TWIN_FPS, background
+from fer_mm.inference.export import export_onnx
+from fer_mm.inference.media import clip_input, read_media
+from fer_mm.inference.recognizer import Recognizer
 from fer_mm.system import EmotionSystem
 from fer_mm.vocab import EMOTIONS, SAMPLE_RATE
 

@@ -53,8 +53,6 @@ from fer_mm.data.sources.crema_d import (AUDIO_DIR, AUDIO_EXT, DEMOGRAPHICS_FILE
                                            write_demographics)
 from fer_mm.data.twins.actors import Actor
 from fer_mm.data.twins.displays import draw_displays, keyed_rng
-# FPS, FRAME_H, FRAME_W, EMOTION_AUS, Actor, background and render_face are still imported from here by
-# fer_mm.bench and fer_mm.data.media.detectors
 from fer_mm.data.twins.face import EMOTION_AUS, FPS, FRAME_H, FRAME_W, background, render_face
 from fer_mm.data.twins.spec import DISPLAYS_FILE, GENERATION_KEYS, SPEC_FILE, TWIN_VERSION, read_spec, twin_names, twin_spec
 from fer_mm.data.twins.voice import Utterance, prosody_of, synth_audio

@@ -1,9 +1,9 @@
-"""Live sources for :mod:`fer_mm.predict`: ``input=webcam:N``, a stream URL, or a file with
+"""Live sources for :mod:`fer_mm.inference.predict`: ``input=webcam:N``, a stream URL, or a file with
 ``realtime=true`` (played at its own frame rate: how the tests drive this code without a camera).
 
 A source yields frames and audio chunks in the order they arrive; :func:`run_stream` feeds them
-to :class:`~fer_mm.predict.Windows`, the same rolling windows a file's timeline goes through,
-and prints each window's prediction and latency as it completes.
+to :class:`~fer_mm.inference.windows.Windows`, the same rolling windows a file's timeline goes
+through, and prints each window's prediction and latency as it completes.
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import av
+import cv2
 import numpy as np
 import pandas as pd
 
 from fer_mm.data.media import video as video_io
 from fer_mm.data.media.audio import FloatAudio
-from fer_mm.predict import Recognizer, Windows, _probability_columns, predict_windows, silence
+from fer_mm.inference.media import silence
+from fer_mm.inference.model import TrainedModel
+from fer_mm.inference.outputs import window_row
+from fer_mm.inference.windows import Windows, predict_windows
 
 log = logging.getLogger("fer_mm.stream")
 
@@ -37,14 +42,12 @@ class AVSource:
     """A file or stream address read with PyAV: ``("video", t, gray)`` and ``("audio", chunk, rate)`` events.
 
     Frames carry their times from the video's start and the audio is made to start with the
-    video, as a file's timeline reads them (:func:`~fer_mm.predict.read_media`); with ``realtime``
-    each frame waits for its time, as a live source would deliver it. A packet that does not
-    decode is left out.
+    video, as a file's timeline reads them (:func:`~fer_mm.inference.media.read_media`); with
+    ``realtime`` each frame waits for its time, as a live source would deliver it. A packet that
+    does not decode is left out.
     """
 
     def __init__(self, address: str, realtime: bool = False, need_audio: bool = True):
-        import av
-
         self.address, self.realtime = address, realtime
         try:
             self.container = av.open(address, timeout=10) if "://" in address else av.open(address)
@@ -65,8 +68,6 @@ class AVSource:
         self.container.close()
 
     def __iter__(self) -> Iterator[tuple]:
-        import av
-
         wall, n = time.perf_counter(), 0
         video_start = video_io.stream_start(self.video)
         streams = [self.video] + ([self.audio] if self.audio is not None else [])
@@ -106,8 +107,6 @@ class CameraSource:
     through PyAV where one opens (its samples counted from the first frame)."""
 
     def __init__(self, index: int, mic: str = "auto", need_audio: bool = True):
-        import cv2
-
         self.capture = cv2.VideoCapture(index)
         if not self.capture.isOpened():
             raise RuntimeError(f"input=webcam:{index}: no camera opens at index {index}")
@@ -124,8 +123,6 @@ class CameraSource:
             self.mic.close()
 
     def __iter__(self) -> Iterator[tuple]:
-        import cv2
-
         chunks: queue.Queue = queue.Queue()
         stop = threading.Event()
         started = False
@@ -151,8 +148,6 @@ class CameraSource:
 
 def open_microphone(mic: str):
     """A PyAV input container for ``mic`` (``FORMAT:DEVICE``, ``auto`` or ``none``); None where none opens."""
-    import av
-
     if mic == "none":
         return None
     if mic != "auto" and ":" not in mic:
@@ -208,47 +203,60 @@ def open_source(address: str, realtime: bool = False, mic: str = "auto", need_au
     return source
 
 
-def run_stream(rec: Recognizer, source, window: float, hop: float, output: Path, show: bool = False,
+class _WindowLog:
+    """A live source's finished windows: each predicted, appended to ``windows.csv`` and printed as
+    it completes, and shown over the latest frame (``show``)."""
+
+    def __init__(self, rec: TrainedModel, csv: Path, show: bool, quiet: bool, max_windows: int | None):
+        self.rec, self.csv, self.show, self.quiet, self.max_windows = rec, csv, show, quiet, max_windows
+        self.rows: list[dict] = []
+        self.latest: np.ndarray | None = None  # the latest frame
+        csv.unlink(missing_ok=True)
+
+    def add(self, done: list[dict], prepare_ms: float) -> bool:
+        """``done`` windows, each ``prepare_ms`` in the making; True once ``max_windows`` are in."""
+        for w in done:
+            t0 = time.perf_counter()
+            predict_windows(self.rec, [w])
+            row = dict(window_row(self.rec, len(self.rows), w),
+                       latency_ms=round((time.perf_counter() - t0) * 1000 + prepare_ms, 1))
+            self.rows.append(row)
+            pd.DataFrame([row]).to_csv(self.csv, mode="a", header=len(self.rows) == 1, index=False)
+            if not self.quiet:
+                what = f"{row['top']:>8} {row['top_p']:.2f}" if "top" in row else f"  -- {row['reason']}"
+                print(f"[{row['start']:7.2f} - {row['end']:7.2f} s] {what}   {row['latency_ms']:6.1f} ms", flush=True)
+            if self.show and self.latest is not None:
+                try:
+                    _show(self.latest, row)
+                except RuntimeError as err:  # no GUI: the predictions go on, printed
+                    log.warning("%s", err)
+                    self.show = False
+            if self.max_windows and len(self.rows) >= self.max_windows:
+                return True
+        return False
+
+
+def _ready(windows: Windows, final: bool = False) -> tuple[list[dict], float]:
+    """The windows complete now (:meth:`Windows.ready`), and the milliseconds each took to prepare."""
+    t0 = time.perf_counter()
+    done = windows.ready(final)
+    return done, (time.perf_counter() - t0) * 1000 / max(len(done), 1)
+
+
+def run_stream(rec: TrainedModel, source, window: float, hop: float, output: Path, show: bool = False,
                max_windows: int | None = None, quiet: bool = False) -> list[dict]:
     """Rolling predictions over a live source; each window printed as it completes and appended to
     ``output/windows.csv``. Returns the window rows."""
     output.mkdir(parents=True, exist_ok=True)
     windows = Windows(rec, window, hop)
     give_silence = windows.needs_audio and not source.has_audio  # missing_audio=silence: keeps pace with the frames
-    rows: list[dict] = []
-    latest = None
-    csv = output / "windows.csv"
-    csv.unlink(missing_ok=True)
-    showing = [show]
-
-    def emit(done: list[dict]) -> bool:
-        for w in done:
-            t0 = time.perf_counter()
-            predict_windows(rec, [w])
-            row = dict(window=len(rows), start=w["start"], end=w["end"], **_probability_columns(rec, w.get("probs")),
-                       frames_with_face=w.get("frames_with_face"), frames=w.get("frames"), reason=w.get("error", ""),
-                       latency_ms=round((time.perf_counter() - t0) * 1000 + w.get("prepare_ms", 0.0), 1))
-            rows.append(row)
-            pd.DataFrame([row]).to_csv(csv, mode="a", header=len(rows) == 1, index=False)
-            if not quiet:
-                what = f"{row['top']:>8} {row['top_p']:.2f}" if "top" in row else f"  -- {row['reason']}"
-                print(f"[{row['start']:7.2f} - {row['end']:7.2f} s] {what}   {row['latency_ms']:6.1f} ms", flush=True)
-            if showing[0] and latest is not None:
-                try:
-                    _show(latest, row)
-                except RuntimeError as err:  # no GUI: the predictions go on, printed
-                    log.warning("%s", err)
-                    showing[0] = False
-            if max_windows and len(rows) >= max_windows:
-                return True
-        return False
-
+    finished = _WindowLog(rec, output / "windows.csv", show, quiet, max_windows)
     events = iter(source)
     try:
         for event in events:
             if event[0] == "video":
                 _, t, gray = event
-                latest = gray
+                finished.latest = gray
                 windows.add_frame(t, gray)
                 if give_silence:  # up to the end of this frame, as a file's silence lasts to its last frame's end
                     missing = round((t + 1.0 / source.fps) * rec.spec.sample_rate) - windows.audio_count
@@ -258,26 +266,16 @@ def run_stream(rec: Recognizer, source, window: float, hop: float, output: Path,
             else:
                 _, chunk, rate = event
                 windows.add_audio(chunk, rate)
-            t0 = time.perf_counter()
-            done = windows.ready()
-            for w in done:
-                w["prepare_ms"] = (time.perf_counter() - t0) * 1000 / len(done)
-            if emit(done):
-                return rows
-        t0 = time.perf_counter()
-        done = windows.ready(final=True)
-        for w in done:
-            w["prepare_ms"] = (time.perf_counter() - t0) * 1000 / len(done)
-        emit(done)
-        return rows
+            if finished.add(*_ready(windows)):
+                return finished.rows
+        finished.add(*_ready(windows, final=True))
+        return finished.rows
     finally:
         if hasattr(events, "close"):  # a generator: closing it releases the camera or the container
             events.close()
 
 
 def _show(gray: np.ndarray, row: dict) -> None:
-    import cv2
-
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     label = f"{row['top']} {row['top_p']:.2f}" if "top" in row else row["reason"]
     cv2.putText(img, label, (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 220, 0), 2)
