@@ -5,10 +5,10 @@ OUT_DIR defaults to the folder ``data=synthetic`` uses for the same parameters
 (``datasets/crema_d_twin/<actors>x<sentences>_<difficulty>_seed<seed>``), so a twin made here
 is the one training finds. ``--ceilings-only`` prints the ceilings without writing clips. The
 ceilings are the best accuracy a model can expect from what each modality displays, knowing
-each clip's actor and sentence (see fer_mm/data/displays.py).
+each clip's actor and sentence (see fer_mm/data/twins/displays.py).
 
 ``--dataset fer2013`` or ``--dataset ckplus`` writes a twin of that image set instead
-(fer_mm/data/image_twins.py), by default to the folder ``data=fer2013`` / ``data=ckplus`` read for
+(fer_mm/data/twins/images.py), by default to the folder ``data=fer2013`` / ``data=ckplus`` read for
 the same parameters (``datasets/fer2013_twin/120x25_d0.3_seed0``, ``datasets/ckplus_twin/24_seed0``);
 ``--subjects N`` sets its size, and for FER2013
 ``--difficulty`` is the share of images that display another class than their label (default 0.3).
