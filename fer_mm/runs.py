@@ -15,8 +15,9 @@ import json
 import re
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fer_mm.data.images import folder_layout
 from fer_mm.data.twins.spec import twin_dirname  # its naming only: the generator stays unloaded
 
 HASH_LENGTH = 8
@@ -28,6 +29,10 @@ IGNORED_KEYS = (
     "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "callbacks.*.dirpath",
 )
+# what a data config declares its samples are (frames, sample_rate, audio, num_classes): the model
+# copies what it takes (model.inputs, model.net.num_classes), and the copies are what is hashed, so a
+# setting is hashed once, where it shapes the model, and the declaration adds no key of its own
+DECLARED_KEYS = ("data.samples",)
 # a value interpolating one of these says where this run's outputs go, never what they are
 OUTPUT_REFERENCES = ("paths.output_dir", "hydra:")
 FOLD = "${cv.fold}"
@@ -74,6 +79,15 @@ def _aliases(node: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _alias_chain(key: str, aliases: dict[str, str]) -> list[str]:
+    """The keys ``key`` repeats, nearest first: ``model.inputs.sample_rate`` -> ``data.samples.sample_rate``
+    -> ``data.preprocess.sample_rate``."""
+    chain = [aliases[key]]
+    while chain[-1] in aliases and aliases[chain[-1]] not in chain:
+        chain.append(aliases[chain[-1]])
+    return chain
+
+
 def _has(node: Any, dotted: str) -> bool:
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -95,8 +109,10 @@ def _relative_to(node: Any, root: str) -> Any:
 def result_config(cfg: DictConfig | dict) -> dict:
     """The resolved config without the keys that cannot change a result.
 
-    A key that only repeats another (``data.protocol: ${cv.protocol}``) is left out where the
-    other is kept, so each setting is hashed, and named in a report, once. Paths under the project
+    A key that only repeats another (``data.protocol: ${cv.protocol}``), directly or through keys
+    that repeat others, is left out where one of them is kept, so each setting is hashed, and named
+    in a report, once. The data's declared ``samples`` are left out (:data:`DECLARED_KEYS`): the
+    model's copies of them are hashed. Paths under the project
     root (``paths.root_dir``, set by ``FER_MM_ROOT``) are kept relative to it, so the default twin's
     runs keep their hash when the project moves.
     """
@@ -108,10 +124,10 @@ def result_config(cfg: DictConfig | dict) -> dict:
     root = (resolved.get("paths") or {}).get("root_dir")
     if root:
         resolved = _relative_to(resolved, str(root).rstrip("/"))
-    for key in IGNORED_KEYS:
+    for key in (*IGNORED_KEYS, *DECLARED_KEYS):
         _drop(resolved, key.split("."))
-    for key, target in aliases.items():
-        if _has(resolved, target):
+    for key in aliases:
+        if any(_has(resolved, target) for target in _alias_chain(key, aliases)):
             _drop(resolved, key.split("."))
     return resolved
 
@@ -148,10 +164,17 @@ def _twin_dir_resolver(synthetic: DictConfig) -> str:
     return twin_dirname(OmegaConf.to_container(synthetic, resolve=True))
 
 
+def _class_count_resolver(root: str, classes: ListConfig | None) -> int:
+    """The classes of a folder per class: those listed, else the class folders it holds (as its cache reads them)."""
+    return len(classes) if classes else len(folder_layout(root)[1])
+
+
 def register_resolvers() -> None:
-    """``${run_id:}`` in the Hydra run and sweep folders (conf/hydra/default.yaml), and
-    ``${twin_dir:${data.synthetic}}`` in the twin's data root (conf/data/synthetic.yaml)."""
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", _run_id_resolver)
-    if not OmegaConf.has_resolver("twin_dir"):
-        OmegaConf.register_new_resolver("twin_dir", _twin_dir_resolver)
+    """``${run_id:}`` in the Hydra run and sweep folders (conf/hydra/default.yaml),
+    ``${twin_dir:${data.synthetic}}`` in the twin's data root (conf/data/synthetic.yaml), and
+    ``${class_count:${data.root},${data.preprocess.classes}}``, the classes of an image folder
+    (conf/data/image_folder.yaml)."""
+    for name, resolver in (("run_id", _run_id_resolver), ("twin_dir", _twin_dir_resolver),
+                           ("class_count", _class_count_resolver)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from fer_mm.evaluation import METRIC_NAMES, ConfusionMetric, TaskMetric
 from fer_mm.models import get_model
+from fer_mm.models.base import FRAMES
 from fer_mm.models.inputs import ModelInputs
 from fer_mm.models.multitask import MultiTaskModel
 
@@ -52,7 +53,7 @@ class EmotionSystem(pl.LightningModule):
         if "frames" in net:
             raise ValueError("model.net.frames is not a setting: the frame count is model.inputs.frames")
         self.num_classes = int(net.get("num_classes", 6))
-        self.net = get_model(net.pop("name"), frames=int(inputs.get("frames", 20)), **net)
+        self.net = get_model(net.pop("name"), frames=int(inputs.get("frames", FRAMES)), **net)
         tasks = {task: dict(spec or {}) for task, spec in (tasks or {}).items()}
         self.loss_weights = {"emotion": float(tasks.pop("emotion", {}).get("weight", 1.0))}
         if tasks:

@@ -26,11 +26,14 @@ import hydra
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fer_mm.evaluation import predictions_table, read_run_record, run_record, write_run_record
 from fer_mm.files import write_atomic
+from fer_mm.models import modality_argument, model_modalities
 from fer_mm.runs import config_hash, register_resolvers, result_config
+from fer_mm.vocab import AUDIO, VIDEO
 
 log = logging.getLogger("fer_mm.train")
 register_resolvers()
@@ -47,6 +50,25 @@ def _supported_precision(precision: str) -> str:
         log.warning("trainer.precision=%s: %s has no bf16, using 16-mixed", precision, torch.cuda.get_device_name())
         return "16-mixed"
     return precision
+
+
+def check_data_holds_model_inputs(cfg: DictConfig) -> None:
+    """Refuse a model that reads a modality its data does not hold (``data.samples.audio: false``),
+    naming both config choices and the fix, before the run folder is claimed or any model or data made;
+    the model's modalities come from its builder's arguments (:func:`fer_mm.models.model_modalities`)."""
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    name = net.pop("name")
+    reads = model_modalities(name, **net)
+    holds = (VIDEO, AUDIO) if (cfg.data.get("samples") or {}).get("audio", True) else (VIDEO,)
+    missing, kept = [m for m in reads if m not in holds], [m for m in reads if m in holds]
+    if not missing:
+        return
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    key = modality_argument(name)
+    fix = "a model that reads video" if not kept else \
+        f"model.net.{key}=" + (f"[{','.join(kept)}]" if key == "modalities" else kept[0])
+    raise ValueError(f"model={choices.get('model', name)} reads {' and '.join(missing)}, which "
+                     f"data={choices.get('data', '<this data>')} does not hold (data.samples.audio=false): use {fix}")
 
 
 def _claim_run_dir(run_dir: Path, cfg: DictConfig, run_hash: str) -> dict | None:
@@ -73,6 +95,7 @@ def _claim_run_dir(run_dir: Path, cfg: DictConfig, run_hash: str) -> dict | None
 
 def train(cfg: DictConfig) -> dict:
     """Train on the fold's training actors, select on its validation actors, test on its test actors."""
+    check_data_holds_model_inputs(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_hash = config_hash(cfg)
     hashed = result_config(cfg)  # now: instantiating the data config resolves some of cfg's aliases in place

@@ -27,12 +27,14 @@ from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
 from fer_mm.data.images import (ImagePreprocessParams, build_image_cache, class_names, folder_layout, generate_twin,
                                 twin_folder)
 from fer_mm.data.protocols import LeaveOneSubjectOut, Split
+from fer_mm.data.twins import crema_d as crema_d_twin
 from fer_mm.data.twins.spec import read_spec
 from fer_mm.data.sources.crema_d import DEMOGRAPHICS_FILE
 from fer_mm.vocab import AUDIO, CREMA_D, CREMA_D_TWIN, EMOTION_NAMES, IMAGE_LABEL_SOURCES, LABEL_SOURCE
 
 log = logging.getLogger(__name__)
 LOADERS = ("resident", "workers")
+SAMPLE_KEYS = ("frames", "sample_rate", "audio", "num_classes")  # what a data config's ``samples`` declares
 
 
 class ClipDataset(Dataset):
@@ -77,15 +79,22 @@ class FaceDataModule(pl.LightningDataModule):
         resident_memory: ``auto``, ``device`` or ``host`` (see :class:`ResidentClips`).
         batch_size, num_workers: batches; ``num_workers`` is for ``loader=workers``.
         preprocess_workers: processes for preprocessing (0: all cores).
+        samples: what the config declares each sample is (``frames``, ``sample_rate``, ``audio``,
+            ``num_classes``; the model's inputs copy it); subclasses refuse a declaration their
+            cache would contradict (:meth:`check_samples`).
     """
 
     def __init__(self, cache_dir: str, protocol=None, fold: int = 0, clip_spec: ClipSpec | None = None,
                  targets: dict | None = None, temporal_jitter: bool = True, loader: str = "resident",
                  resident_memory: str = "auto", batch_size: int = 32, num_workers: int = 0,
-                 preprocess_workers: int = 0, progress: bool = True):
+                 preprocess_workers: int = 0, progress: bool = True, samples: dict | None = None):
         super().__init__()
         if loader not in LOADERS:
             raise ValueError(f"data.loader={loader!r}: use one of {list(LOADERS)}")
+        unknown = set(samples or {}) - set(SAMPLE_KEYS)
+        if unknown:
+            raise ValueError(f"data.samples.{sorted(unknown)[0]} is not a setting: use {', '.join(SAMPLE_KEYS)}")
+        self.samples = dict(samples or {})
         self.cache_dir = Path(cache_dir)
         if isinstance(clip_spec, dict):  # Hydra's instantiate passes dataclass arguments on as dicts
             clip_spec = ClipSpec(**clip_spec)
@@ -123,6 +132,19 @@ class FaceDataModule(pl.LightningDataModule):
 
     def check_clip_spec(self) -> None:
         """Refuse a model that needs what the data cannot give, naming the key."""
+
+    def sample_facts(self) -> dict:
+        """What each cached sample is, in ``data.samples``' keys (``frames`` only where it is fixed)."""
+        raise NotImplementedError
+
+    def check_samples(self) -> None:
+        """Refuse a ``data.samples`` that the cache contradicts (its preprocessing and label set say what
+        it holds): the model copies that declaration, so a wrong one builds a model for other data."""
+        for key, actual in self.sample_facts().items():
+            declared = self.samples.get(key, actual)
+            if declared != actual:
+                raise ValueError(f"data.samples.{key}={declared}, but the cache of this data holds {key}={actual}: "
+                                 f"leave data.samples.{key} as its data config declares it")
 
     def demographics(self):
         """The subjects' sex and age by ``actor`` id, where the data has them (None otherwise)."""
@@ -208,6 +230,7 @@ class CremaDDataModule(FaceDataModule):
         super().__init__(cache_dir, **kwargs)
         self.root, self.synthetic = Path(root), synthetic
         self.params = PreprocessParams(**(preprocess or {}))
+        self.check_samples()
 
     @property
     def dataset_id(self) -> str:
@@ -219,15 +242,17 @@ class CremaDDataModule(FaceDataModule):
     def demographics(self):
         return targets_io.read_subjects(self.root / DEMOGRAPHICS_FILE)
 
+    def sample_facts(self) -> dict:
+        # no fixed frame count: the model picks its T from each clip's frames
+        return dict(sample_rate=self.params.sample_rate, audio=True, num_classes=len(self.class_names))
+
     def _prepare(self) -> ClipCache:
         if self.synthetic:
-            from fer_mm.data.twins.crema_d import generate
-
             # every time: it finishes an interrupted twin and refuses a root that holds another one
             log.info("synthetic CREMA-D twin in %s", self.root)
-            generate(self.root, n_actors=self.synthetic["actors"], n_sentences=self.synthetic["sentences"],
-                     seed=self.synthetic["seed"], difficulty=self.synthetic["difficulty"],
-                     workers=self.preprocess_workers, progress=self.progress)
+            crema_d_twin.generate(self.root, n_actors=self.synthetic["actors"], n_sentences=self.synthetic["sentences"],
+                                  seed=self.synthetic["seed"], difficulty=self.synthetic["difficulty"],
+                                  workers=self.preprocess_workers, progress=self.progress)
         return build_cache(self.root, self.cache_dir, self.params, workers=self.preprocess_workers,
                            progress=self.progress)
 
@@ -241,7 +266,7 @@ class ImageDataModule(FaceDataModule):
     """A face image set (FER2013, CK+ or a folder per class) -> cache -> protocol split -> batches.
 
     Each image is a clip of one frame without audio, so a model reads it with
-    ``model.inputs.frames=1`` and video only.
+    ``model.inputs.frames=1`` and video only (its data config's ``samples``, which the model copies).
 
     Args:
         root: the set's folder in its released layout (see :mod:`fer_mm.data.images`); ``None``:
@@ -267,6 +292,7 @@ class ImageDataModule(FaceDataModule):
                 raise ValueError(f"data.root is not set: data={self.params.format} needs the folder of the images")
             root = Path(twin_dir) / twin_folder(self.params.format, self.synthetic)
         self.root = Path(root)
+        self.check_samples()
 
     @property
     def dataset_id(self) -> str:
@@ -293,6 +319,9 @@ class ImageDataModule(FaceDataModule):
 
     def cache_location(self) -> Path:
         return cache_path(self.root, self.cache_dir, self.params)
+
+    def sample_facts(self) -> dict:
+        return dict(frames=1, sample_rate=None, audio=False, num_classes=len(self.class_names))
 
     def _prepare(self) -> ClipCache:
         if self.synthetic is not None:

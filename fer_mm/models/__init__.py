@@ -4,7 +4,8 @@
 >>> logits = model(video=torch.randn(2, 20, 98, 80), audio=torch.randn(2, 1, 128, 128))
 """
 
-from fer_mm.models.registry import get_model, list_models, register_model  # noqa: F401
+from fer_mm.models.registry import (get_model, list_models, modality_argument, model_modalities,  # noqa: F401
+                                    register_model)
 
 # importing the families registers their builders
 from fer_mm.models import ar_cnn, ar3d, fusion, image_cnn, inception, resnet  # noqa: E402,F401

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from fer_mm.models.base import EmotionModel, make_head
+from fer_mm.models.base import FRAMES, EmotionModel, make_head
 from fer_mm.models.registry import register_model
 from fer_mm.vocab import VIDEO
 
@@ -76,7 +76,7 @@ class AR3(EmotionModel):
 
 
 @register_model
-def ar3(*, frames: int = 20, num_classes: int = 6, dropout: float = 0.3, modality: str = VIDEO) -> AR3:
+def ar3(*, frames: int = FRAMES, num_classes: int = 6, dropout: float = 0.3, modality: str = VIDEO) -> AR3:
     """AR3: 3-D CNN over [1, T, 98, 80] volumes (any T; ``frames`` is accepted for a uniform signature)."""
     if modality != VIDEO:
         raise ValueError("ar3 is a video model (3-D convolutions over the frame sequence)")

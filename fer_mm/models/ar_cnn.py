@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from fer_mm.models.base import EmotionModel, conv_block, in_chans_for, make_head
+from fer_mm.models.base import FRAMES, EmotionModel, conv_block, in_chans_for, make_head
 from fer_mm.models.registry import register_model
 from fer_mm.vocab import VIDEO
 
@@ -129,20 +129,20 @@ class AR4(EmotionModel):
 
 
 @register_model
-def ar1(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.3) -> ARCNN:
+def ar1(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.3) -> ARCNN:
     """AR1: the plain CNN baseline: four conv-ReLU-max-pool blocks (32-64-128-128), FC 256, classifier."""
     return ARCNN(in_chans_for(modality, frames), num_classes, dropout=dropout, modality=modality)
 
 
 @register_model
-def ar2(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.3) -> ARCNN:
+def ar2(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.3) -> ARCNN:
     """AR2: shallow (two 5x5 conv blocks) and narrow (8 and 16 channels), FC 32: well under 100k parameters."""
     return ARCNN(in_chans_for(modality, frames), num_classes, channels=(8, 16), kernel_size=5, fc=(32,),
                  pool_size=(4, 4), norm=True, dropout=dropout, modality=modality)
 
 
 @register_model
-def ar4(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, embed_dim: int = 128, hidden: int = 64,
+def ar4(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, embed_dim: int = 128, hidden: int = 64,
         dropout: float = 0.3, stage: str = "end_to_end") -> AR4:
     """AR4: AR1-like extractor to a linear embedding, then a one-hidden-layer perceptron."""
     return AR4(in_chans_for(modality, frames), num_classes, embed_dim=embed_dim, hidden=hidden, dropout=dropout,

@@ -5,6 +5,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 from fer_mm.vocab import MODALITIES, VIDEO
 
+# T, face frames per clip (the method's): the default of every builder, of ModelInputs and of the
+# system; a config's frame count is its data's ``samples.frames`` (conf/data/)
+FRAMES = 20
+
 
 class EmotionModel(nn.Module):
     """Logits from video [B, T, H, W] and/or audio [B, 1, F, W]; inputs it does not use are ignored.

@@ -8,20 +8,22 @@ import torch
 from torch import Tensor, nn
 
 from fer_mm.models.ar_cnn import ARCNN
-from fer_mm.models.base import EmotionModel, dense_layers, in_chans_for, make_head
+from fer_mm.models.base import FRAMES, EmotionModel, dense_layers, in_chans_for, make_head
 from fer_mm.models.registry import get_model, register_model
 from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
 
 
 @register_model
-def ar5_video_branch(*, frames: int = 20, num_classes: int = 0, modality: str = VIDEO, dropout: float = 0.3) -> ARCNN:
+def ar5_video_branch(*, frames: int = FRAMES, num_classes: int = 0, modality: str = VIDEO,
+                     dropout: float = 0.3) -> ARCNN:
     """AR5's dense video branch: four stages of two 3x3 conv-BN-ReLU (32-64-128-256), FC 512."""
     return ARCNN(in_chans_for(modality, frames), num_classes, channels=(32, 64, 128, 256), convs_per_stage=2,
                  fc=(512,), norm=True, dropout=dropout, modality=modality)
 
 
 @register_model
-def ar5_audio_branch(*, frames: int = 20, num_classes: int = 0, modality: str = AUDIO, dropout: float = 0.3) -> ARCNN:
+def ar5_audio_branch(*, frames: int = FRAMES, num_classes: int = 0, modality: str = AUDIO,
+                     dropout: float = 0.3) -> ARCNN:
     """AR5's spectrogram branch: four conv-BN-ReLU-pool blocks (16-32-64-128), FC 256."""
     return ARCNN(in_chans_for(modality, frames), num_classes, channels=(16, 32, 64, 128), fc=(256,), norm=True,
                  dropout=dropout, modality=modality)
@@ -48,7 +50,7 @@ class AR5(EmotionModel):
             (ModDrop, Neverova et al. 2015). 0 disables it; it has no effect with one modality.
     """
 
-    def __init__(self, frames: int = 20, num_classes: int = 6, *, modalities: Sequence[str] = (VIDEO, AUDIO),
+    def __init__(self, frames: int = FRAMES, num_classes: int = 6, *, modalities: Sequence[str] = (VIDEO, AUDIO),
                  video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
                  audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3,
                  modality_dropout: float = 0.0):
@@ -93,7 +95,7 @@ class AR5(EmotionModel):
 
 
 @register_model
-def ar5(*, frames: int = 20, num_classes: int = 6, modalities: Sequence[str] = (VIDEO, AUDIO),
+def ar5(*, frames: int = FRAMES, num_classes: int = 6, modalities: Sequence[str] = (VIDEO, AUDIO),
         video_branch: str = "ar5_video_branch", audio_branch: str = "ar5_audio_branch", video_embed: int = 256,
         audio_embed: int = 128, fc: Sequence[int] = (256,), dropout: float = 0.3,
         modality_dropout: float = 0.0) -> AR5:

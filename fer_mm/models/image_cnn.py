@@ -11,7 +11,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from fer_mm.models.base import EmotionModel, conv_block, dense_layers, in_chans_for, make_head
+from fer_mm.models.base import FRAMES, EmotionModel, conv_block, dense_layers, in_chans_for, make_head
 from fer_mm.models.registry import register_model
 from fer_mm.vocab import VIDEO
 
@@ -135,7 +135,7 @@ class MiniXception(EmotionModel):
 
 
 @register_model
-def fer_cnn(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.5,
+def fer_cnn(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.5,
             conv_dropout: float = 0.25) -> FERCNN:
     """The Keras FER2013 CNN: conv 64-64, 128-128, 256-256 (each pair then a max-pool), dense 1024-1024.
 
@@ -151,7 +151,7 @@ def fer_cnn(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dr
 
 
 @register_model
-def mini_xception(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO,
+def mini_xception(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO,
                   dropout: float = 0.0) -> MiniXception:
     """mini-Xception (Arriaga et al. 2017): about 50k parameters, real-time on a CPU.
 

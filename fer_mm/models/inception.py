@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fer_mm.models.base import EmotionModel, in_chans_for, make_head
+from fer_mm.models.base import FRAMES, EmotionModel, in_chans_for, make_head
 from fer_mm.models.registry import load_local_weights, register_model
 from fer_mm.vocab import VIDEO
 
@@ -142,7 +142,7 @@ class InceptionNet(EmotionModel):
 
 
 @register_model
-def inception_v4(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.2,
+def inception_v4(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.2,
                  pretrained: str | None = None) -> InceptionNet:
     """InceptionV4: stem, 4 x Inception-A, Reduction-A, 7 x Inception-B, Reduction-B, 3 x Inception-C."""
     features = nn.Sequential(inception_v4_stem(in_chans_for(modality, frames)), *[inception_a() for _ in range(4)],
@@ -152,7 +152,7 @@ def inception_v4(*, frames: int = 20, num_classes: int = 6, modality: str = VIDE
 
 
 @register_model
-def inception_resnet_v2(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.2,
+def inception_resnet_v2(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.2,
                         pretrained: str | None = None) -> InceptionNet:
     """Inception-ResNet-v2: stem, Mixed-5b, 10 x Block35, Mixed-6a, 20 x Block17, Mixed-7a, 10 x Block8, 1x1 to 1536."""
     stem = nn.Sequential(

@@ -13,10 +13,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from fer_mm.models.frontends import make_frontend
-from fer_mm.vocab import SAMPLE_RATE
 from fer_mm.data.clips import ClipSpec
-from fer_mm.vocab import AUDIO, VIDEO, ordered_modalities
+from fer_mm.models.base import FRAMES
+from fer_mm.models.frontends import make_frontend
+from fer_mm.vocab import AUDIO, SAMPLE_RATE, VIDEO, ordered_modalities
 
 PIXEL_CENTRE, PIXEL_SCALE = 127.0, 128.0  # uint8 faces -> about [-1, 1]
 # (centre, scale) of each normalisation: the method's, and ImageNet's statistics on gray pixels (the
@@ -34,7 +34,9 @@ class ModelInputs(nn.Module):
     Args:
         modalities: the inputs the network reads.
         frames: T, face frames per clip (evenly spaced; jittered by the data side in training).
-        sample_rate: the waveform's rate; must equal the cache's.
+        sample_rate: the waveform's rate; must equal the cache's. None where the data holds no
+            audio (face images), allowed only for a model that reads none; its clip window is then
+            counted at fer-mm's default rate.
         max_audio_seconds: S / sample_rate: longer clips are centre-cropped, shorter ones padded.
         audio: the front-end: ``frontend`` (``scipy``: the method's spectrogram, or ``logmel``)
             and its arguments.
@@ -44,13 +46,18 @@ class ModelInputs(nn.Module):
             weights pretrained on it: their frozen batch norms expect that scale).
     """
 
-    def __init__(self, modalities: Sequence[str], frames: int = 20, sample_rate: int = SAMPLE_RATE,
+    def __init__(self, modalities: Sequence[str], frames: int = FRAMES, sample_rate: int | None = SAMPLE_RATE,
                  max_audio_seconds: float = 5.0, audio: dict | None = None, flip: bool = False,
                  normalize: str = "centre"):
         super().__init__()
         self.modalities = ordered_modalities(modalities, "model.net.modalities")
         if frames < 1:
             raise ValueError(f"model.inputs.frames must be at least 1, got {frames}")
+        if sample_rate is None and AUDIO in self.modalities:
+            raise ValueError("model.inputs.sample_rate is null (the data holds no audio), but the model reads audio: "
+                             "use a video-only model (model.net.modalities=[video])")
+        # no audio read: the clip window (max_audio_seconds) still counts in samples, at the default rate
+        sample_rate = SAMPLE_RATE if sample_rate is None else sample_rate
         self.frames, self.sample_rate, self.flip = int(frames), int(sample_rate), bool(flip)
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"model.inputs.normalize={normalize!r}: use one of {list(NORMALIZATIONS)}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+
+from fer_mm.vocab import ordered_modalities
 
 log = logging.getLogger(__name__)
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -32,6 +35,21 @@ def get_model(name: str, **kwargs) -> nn.Module:
         return _MODELS[name](**kwargs)
     except TypeError as err:
         raise TypeError(f"model {name!r}: {err}") from err
+
+
+def modality_argument(name: str) -> str:
+    """The builder's argument that picks what it reads: ``modalities`` (AR5) or ``modality`` (the others)."""
+    if name not in _MODELS:
+        raise ValueError(f"model.net.name={name!r} is not registered; choose one of {list_models()}")
+    return "modalities" if "modalities" in inspect.signature(_MODELS[name]).parameters else "modality"
+
+
+def model_modalities(name: str, **kwargs) -> tuple[str, ...]:
+    """What a registered model built with ``kwargs`` reads, from its builder's arguments and their
+    defaults, without building it: a config is checked against its data before any weights exist."""
+    key = modality_argument(name)
+    given = kwargs.get(key, inspect.signature(_MODELS[name]).parameters[key].default)
+    return ordered_modalities([given] if key == "modality" else given, f"model.net.{key}")
 
 
 # wrappers whose names lead the keys of saved state dicts: DataParallel/DDP (module.), Lightning and

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from fer_mm.models.base import EmotionModel, in_chans_for, make_head
+from fer_mm.models.base import FRAMES, EmotionModel, in_chans_for, make_head
 from fer_mm.models.registry import load_local_weights, register_model
 from fer_mm.vocab import VIDEO
 
@@ -73,7 +73,7 @@ class ResNetBackbone(EmotionModel):
 
 
 @register_model
-def resnet18(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.0,
+def resnet18(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.0,
              pretrained: str | None = None, freeze: int = 0) -> ResNetBackbone:
     """ResNet-18 (He et al. 2016) over T stacked frames (or one spectrogram).
 
@@ -90,7 +90,7 @@ def resnet18(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, d
 
 
 @register_model
-def resnet50(*, frames: int = 20, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.0,
+def resnet50(*, frames: int = FRAMES, num_classes: int = 6, modality: str = VIDEO, dropout: float = 0.0,
              pretrained: str | None = None, freeze: int = 0) -> ResNetBackbone:
     """ResNet-50 (He et al. 2016; torchvision's Bottleneck [3, 4, 6, 3]) over T stacked frames.
 

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from fer_mm.models import get_model, list_models
+from fer_mm.models.base import FRAMES
 
-DEFAULT_VIDEO = (20, 98, 80)
+DEFAULT_VIDEO = (FRAMES, 98, 80)
 DEFAULT_AUDIO = (1, 128, 128)
 
 

@@ -1,0 +1,121 @@
+"""Configs that compose on their own: every data config with every model config, the data's declared
+samples as the model's inputs, the pairs refused before any work, and the experiments' run identity.
+Composition only: no data is prepared and no weights are initialised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+
+from fer_mm.models.inputs import ModelInputs
+from fer_mm.runs import config_hash, result_config
+from fer_mm.train import check_data_holds_model_inputs, train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if not p.stem.startswith("_"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+# the pairs refused before any work: AR5 reads audio by default, and the face image sets hold none
+REFUSED = {("ckplus", "ar5"), ("fer2013", "ar5"), ("image_folder", "ar5")}
+FOLDER_CLASSES = ("angry", "happy", "sad")
+
+# config_hash of each experiment as `python -m fer_mm.train experiment=NAME` composes it, recorded at
+# 78a6d9e, before the data configs declared their samples. The CREMA-D experiments' run folders and
+# results are found by these: they never change.
+CREMA_D_HASHES = {
+    "ar1_video": "b469875b", "ar2_video": "9f57e033", "ar3_video": "c656d1ca", "ar4_video": "bbb31eb2",
+    "ar5_audio_only": "fd33a4e0", "ar5_fusion": "59c410b8", "ar5_fusion_multitask": "1dce0bdd",
+    "ar5_video_only": "7512ee93", "inception_resnet_v2_video": "d828928f", "inception_v4_video": "5f23b51e",
+    "resnet18_video": "dfb60121",
+}
+# The image experiments' hashes changed once, with that change, and only by model.inputs.sample_rate:
+# their configs pasted 16000 for a model that reads no audio; their inputs now copy their data's null.
+# Before: ckplus_au 426c7e3c, ckplus_resnet50 00b81fbf, fer2013_mini_xception 1af53c6a.
+IMAGE_HASHES = {"ckplus_au": "9a5913d9", "ckplus_resnet50": "f1572dc0", "fer2013_mini_xception": "ad25b1e9"}
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """A folder per class (empty: no data is read), for data=image_folder."""
+    root = tmp_path_factory.mktemp("faces")
+    for name in FOLDER_CLASSES:
+        (root / name).mkdir()
+    return root
+
+
+def _roots(data: str, image_folder: Path) -> list[str]:
+    """The one setting some data configs cannot do without: where the data is (never read here)."""
+    return {"crema_d": ["data.root=/nonexistent/CREMA-D"], "image_folder": [f"data.root={image_folder}"]}.get(data, [])
+
+
+def _build(cfg):
+    """The system (on the meta device: its whole constructor, no weights) and the datamodule, as training
+    makes them, with the checks that need no data."""
+    check_data_holds_model_inputs(cfg)
+    with torch.device("meta"):
+        system = hydra.utils.instantiate(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data, clip_spec=system.inputs.clip_spec, targets=system.targets)
+    datamodule.check_clip_spec()
+    return system, datamodule
+
+
+@pytest.mark.parametrize("data, model", [(d, m) for d in DATA for m in MODELS])
+def test_every_data_and_model_pair_composes_or_is_refused(data, model, image_folder, make_cfg, tmp_path):
+    cfg = make_cfg(tmp_path, [f"data={data}", f"model={model}", *_roots(data, image_folder)])
+    if (data, model) in REFUSED:
+        expected = rf"model={model} reads audio, which data={data} does not hold \(data.samples.audio=false\): " \
+                   rf"use model.net.modalities=\[video\]"
+        with pytest.raises(ValueError, match=expected):
+            train(cfg)
+        assert not any(tmp_path.iterdir())  # refused before its run folder is claimed
+        return
+    system, datamodule = _build(cfg)
+    assert system.num_classes == len(datamodule.class_names) == cfg.data.samples.num_classes
+    assert system.inputs.frames == cfg.data.samples.frames == (20 if cfg.data.samples.audio else 1)
+
+
+def test_the_named_fix_makes_a_refused_pair_compose(image_folder, make_cfg, tmp_path):
+    system, datamodule = _build(make_cfg(tmp_path, ["data=fer2013", "model=ar5", "model.net.modalities=[video]"]))
+    assert system.modalities == ("video",) and system.num_classes == 7
+
+
+def test_an_image_folder_has_as_many_classes_as_class_folders(image_folder, make_cfg, tmp_path):
+    cfg = make_cfg(tmp_path, ["data=image_folder", "model=mini_xception", f"data.root={image_folder}"])
+    assert cfg.model.net.num_classes == len(FOLDER_CLASSES)
+    listed = make_cfg(tmp_path, ["data=image_folder", "model=mini_xception", f"data.root={image_folder}",
+                                 "data.preprocess.classes=[sad,happy]"])
+    assert listed.model.net.num_classes == 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data=fer2013", "data.samples.num_classes=5"], "data.samples.num_classes=5, but the cache of this data holds "
+                                                     "num_classes=7"),
+    (["data.samples.sample_rate=8000"], "data.samples.sample_rate=8000, but the cache of this data holds "
+                                        "sample_rate=16000"),
+    (["data=ckplus", "data.samples.frames=20"], "data.samples.frames=20, but the cache of this data holds frames=1"),
+    (["+data.samples.colour=1"], "data.samples.colour is not a setting"),
+])
+def test_a_declaration_the_cache_contradicts_is_refused(overrides, message, make_cfg, tmp_path):
+    with pytest.raises(Exception, match=message):  # Hydra's instantiate wraps the ValueError
+        _build(make_cfg(tmp_path, ["model=ar1", *overrides]))
+
+
+def test_model_inputs_take_no_sample_rate_only_without_audio():
+    assert ModelInputs(["video"], frames=1, sample_rate=None).clip_spec.sample_rate == 16_000  # its clip window's rate
+    with pytest.raises(ValueError, match="model.inputs.sample_rate is null .*model.net.modalities=\\[video\\]"):
+        ModelInputs(["video", "audio"], sample_rate=None)
+
+
+def test_every_experiment_has_a_recorded_hash():
+    assert sorted({**CREMA_D_HASHES, **IMAGE_HASHES}) == EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment, expected", sorted({**CREMA_D_HASHES, **IMAGE_HASHES}.items()))
+def test_experiment_config_hashes_are_as_recorded(experiment, expected, make_cfg, tmp_path):
+    cfg = make_cfg(tmp_path, [f"experiment={experiment}"])
+    assert config_hash(cfg) == expected
+    hashed = result_config(cfg)  # the model's copies of the declared samples are hashed, the declaration not
+    assert "samples" not in hashed["data"] and hashed["model"]["inputs"]["frames"] == cfg.data.samples.frames
