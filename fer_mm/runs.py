@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fer_mm.data.images import folder_layout
+from fer_mm.data.sources.folders import folder_layout
 from fer_mm.data.twins.spec import twin_dirname  # its naming only: the generator stays unloaded
 
 HASH_LENGTH = 8

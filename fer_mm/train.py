@@ -106,13 +106,31 @@ def train(cfg: DictConfig) -> dict:
         return done
     pl.seed_everything(cfg.seed, workers=True)
     t0 = time.time()
+    system, loggers = _system_and_loggers(cfg, run_hash)
+    datamodule = _fold_data(cfg, system)
+    environment = environment_record()
+    trainer, started = _fit_and_test(cfg, system, datamodule, loggers, run_dir, run_hash, environment)
+    predictions, record = _fold_record(cfg, system, datamodule, trainer, run_hash,
+                                       dict(seconds=round(time.time() - t0, 1), environment=environment,
+                                            **({"environment_at_start": started} if started else {}), config=hashed))
+    write_run_record(run_dir, record, predictions)
+    _print_summary(record, run_dir)
+    return record
 
-    balanced = cfg.model.class_weights == "balanced"
+
+def _system_and_loggers(cfg: DictConfig, run_hash: str) -> tuple[pl.LightningModule, list]:
+    """The system, then the loggers, before any data work: one that cannot be built (a broken wandb)
+    stops the run at once."""
+    balanced = cfg.model.class_weights == "balanced"  # known only once the split is made (_fold_data)
     system = hydra.utils.instantiate(cfg.model, class_weights=None if balanced else cfg.model.class_weights)
-    # the loggers before any data work: one that cannot be built (a broken wandb) stops the run at once
     tags = [*system.modalities, cfg.cv.name, run_hash]
     loggers = [hydra.utils.instantiate(c, **({"tags": tags} if "wandb" in c._target_ else {}))
                for c in (cfg.get("logger") or {}).values()]
+    return system, loggers
+
+
+def _fold_data(cfg: DictConfig, system: pl.LightningModule) -> pl.LightningDataModule:
+    """The fold's data, split; the loss weights that depend on its training part set on ``system``."""
     datamodule = hydra.utils.instantiate(cfg.data, clip_spec=system.inputs.clip_spec, targets=system.targets)
     datamodule.prepare_data()
     if system.num_classes != len(datamodule.class_names):
@@ -120,7 +138,7 @@ def train(cfg: DictConfig) -> dict:
                          f"classes ({', '.join(datamodule.class_names)}): set model.net.num_classes="
                          f"{len(datamodule.class_names)}")
     datamodule.setup("fit")
-    if balanced:  # known only once the split is made
+    if cfg.model.class_weights == "balanced":
         labels = datamodule.cache.clips["label"].to_numpy()[datamodule.rows["train"]]
         system.class_weights = torch.tensor(_balanced_weights(labels, system.num_classes))
     if system.balanced_aus:  # each unit's absent / present count in the training images
@@ -128,34 +146,46 @@ def train(cfg: DictConfig) -> dict:
         present, known = np.nansum(aus, 0), (~np.isnan(aus)).sum(0)
         weights = np.where(present > 0, (known - present) / np.maximum(present, 1), 1.0)  # 1: never present
         system.au_pos_weight = torch.tensor(weights, dtype=torch.float32)
+    return datamodule
 
+
+def _fit_and_test(cfg: DictConfig, system, datamodule, loggers: list, run_dir: Path, run_hash: str,
+                  environment: dict) -> tuple[pl.Trainer, dict | None]:
+    """Fit (resuming from ``last.ckpt`` where a crash left one), then test the checkpoint chosen on
+    validation actors; returns the trainer and, for a resumed fold, the environment it started under."""
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    environment = environment_record()
     for logger in loggers:
         logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
                                 "environment": environment})
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
-
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() and not trainer.fast_dev_run else None
     started = _environment_at_start(run_dir, environment, resume)
     if resume:
         log.info("resuming fold %s from %s", cfg.cv.fold, resume)
     trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    trainer.test(system, datamodule=datamodule, ckpt_path=_selected(trainer)[1], verbose=False)
+    return trainer, started
 
-    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # the one that selects
-    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    trainer.test(system, datamodule=datamodule, ckpt_path=best, verbose=False)
 
+def _selected(trainer: pl.Trainer):
+    """The checkpoint callback that selects (by a monitored validation metric) and its best path, or None."""
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    return checkpoint, checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+
+
+def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_hash: str, extra: dict):
+    """The fold's predictions table and run record (what it was, what it saw, how it was selected)."""
+    checkpoint, best = _selected(trainer)
     out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in system.test_outputs[0]}
     predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out["probs"],
                                     datamodule.class_names, _task_columns(out, datamodule.target_arrays, system.au_ids))
-    split = datamodule.split
+    split, rows = datamodule.split, datamodule.rows
     record = run_record(
         predictions=predictions, class_names=list(datamodule.class_names),
         logged={k: v for k, v in trainer.callback_metrics.items()},
-        baselines=_baselines(datamodule.target_arrays, datamodule.rows),
+        baselines=_baselines(datamodule.target_arrays, rows),
         experiment=cfg.task_name,
         fold=int(cfg.cv.fold),
         folds_total=datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()),
@@ -167,7 +197,7 @@ def train(cfg: DictConfig) -> dict:
         twin=datamodule.twin_spec,
         model=cfg.model.net.name,
         modalities=list(system.modalities),
-        n_clips=dict(train=len(datamodule.rows["train"]), val=len(datamodule.rows["val"]), test=len(predictions)),
+        n_clips=dict(train=len(rows["train"]), val=len(rows["val"]), test=len(predictions)),
         actors=dict(train=list(split.train), val=list(split.val), test=list(split.test)),
         best_checkpoint=best,
         selected_by=f"{checkpoint.monitor} on validation actors" if best else "last epoch (no checkpointing)",
@@ -178,14 +208,9 @@ def train(cfg: DictConfig) -> dict:
         world_size=int(trainer.world_size),
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
-        seconds=round(time.time() - t0, 1),
-        environment=environment,
-        **({"environment_at_start": started} if started else {}),
-        config=hashed,
+        **extra,
     )
-    write_run_record(run_dir, record, predictions)
-    _print_summary(record, run_dir)
-    return record
+    return predictions, record
 
 
 def _environment_at_start(run_dir: Path, environment: dict, resume: str | None) -> dict | None:

@@ -16,7 +16,8 @@ from fer_mm.data.sources import ckplus
 
 from fer_mm.data.sources import fer2013
 from fer_mm.data.cache import ClipCache
-from fer_mm.data.images import ImagePreprocessParams, build_image_cache, read_gray, scan_image_folder
+from fer_mm.data.images import ImagePreprocessParams, build_image_cache, read_gray
+from fer_mm.data.sources.folders import scan_image_folder
 from fer_mm.data.protocols import LeaveOneSubjectOut, ReleasedSplit, SpeakerKFold
 from image_sets import face, write_ckplus_folder, write_fer2013_csv
 

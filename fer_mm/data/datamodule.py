@@ -24,8 +24,8 @@ from fer_mm.data import targets as targets_io
 from fer_mm.data.cache import ClipCache, PreprocessParams, cache_path
 from fer_mm.data.preprocessing import build_cache
 from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
-from fer_mm.data.images import (ImagePreprocessParams, build_image_cache, class_names, folder_layout, generate_twin,
-                                twin_folder)
+from fer_mm.data.images import ImagePreprocessParams, build_image_cache, class_names, generate_twin, twin_folder
+from fer_mm.data.sources.folders import folder_layout
 from fer_mm.data.protocols import LeaveOneSubjectOut, Split
 from fer_mm.data.twins import crema_d as crema_d_twin
 from fer_mm.data.twins.spec import read_spec

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fer_mm.data.images import IMAGE_EXTENSIONS
+from fer_mm.data.sources.folders import IMAGE_EXTENSIONS
 from fer_mm.data.sources.crema_d import AUDIO_DIR, VIDEO_DIR, scan_root
 
 log = logging.getLogger("fer_mm.predict")  # the predict command's log, where its lines have always been
