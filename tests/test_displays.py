@@ -8,7 +8,6 @@ import pytest
 
 from fer_mm.data.sources.crema_d import parse_name, release_names
 
-from fer_mm.vocab import EMOTIONS
 from fer_mm.data.twins.displays import (
     DIFFICULTY_PRESETS,
     RATER_VOTES,
@@ -25,7 +24,7 @@ from fer_mm.data.twins.actors import Actor
 from fer_mm.data.twins.crema_d import generate, synth_clip
 from fer_mm.data.twins.face import background
 from fer_mm.data.twins.spec import DISPLAYS_FILE, SPEC_FILE, read_spec, twin_spec
-from fer_mm.vocab import AUDIO, MODALITIES, VIDEO
+from fer_mm.vocab import AUDIO, EMOTIONS, MODALITIES, VIDEO
 
 RELEASE = release_names()
 BOTH = "video+audio"

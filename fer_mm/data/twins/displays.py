@@ -28,8 +28,7 @@ import numpy as np
 
 from fer_mm.data.sources.crema_d import parse_name
 
-from fer_mm.vocab import EMOTIONS
-from fer_mm.vocab import AUDIO, MODALITIES, VIDEO, ordered_modalities
+from fer_mm.vocab import AUDIO, EMOTIONS, MODALITIES, VIDEO, ordered_modalities
 
 # Acted (rows) x perceived (columns) vote counts in EMOTIONS order, summed over all 7,442 clips of
 # CREMA-D's processedResults/tabulatedVotes.csv (ids starting 1: voice only, 2: face only,
