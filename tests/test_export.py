@@ -26,7 +26,12 @@ def save_checkpoint(path, net: dict, inputs: dict | None = None):
     return path
 
 
-@pytest.mark.parametrize("name", list_models())
+# the two Inception networks take 50 s of the default suite's 10 minutes: they run in the slow job
+SLOW_EXPORTS = {"inception_v4", "inception_resnet_v2"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXPORTS else n
+                                  for n in list_models()])
 def test_onnx_runtime_matches_pytorch_for_every_registry_model(name, tmp_path):
     ckpt = save_checkpoint(tmp_path / f"{name}.ckpt", {"name": name, "num_classes": 6})
     onnx_path = export_onnx(ckpt, tmp_path / f"{name}.onnx")
