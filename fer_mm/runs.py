@@ -24,6 +24,7 @@ HASH_LENGTH = 8
 # dotted keys; a ``*`` matches any one key
 IGNORED_KEYS = (
     "hydra", "paths", "logger", "overwrite", "task_name",
+    "folds_together",  # how folds are scheduled (its record says with which folds each trained), as a launcher's jobs
     "cv.fold", "data.fold",  # the fold is a level of the layout of its own
     "data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress", "data.resident_memory",
     "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",

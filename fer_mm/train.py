@@ -15,6 +15,8 @@ from fer_mm.environment import environment_record, require, software
 if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
     require("train")
 
+import gc
+import copy
 import json
 import logging
 import shutil
@@ -27,12 +29,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_mm.evaluation import predictions_table, read_run_record, run_record, write_run_record
 from fer_mm.files import write_atomic
 from fer_mm.models import modality_argument, model_modalities
 from fer_mm.runs import config_hash, register_resolvers, result_config
+from fer_mm.stacked import Selection, StackedFit
 from fer_mm.vocab import AUDIO, VIDEO
 
 log = logging.getLogger("fer_mm.train")
@@ -42,6 +46,19 @@ register_resolvers()
 def _balanced_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     counts = np.bincount(labels, minlength=num_classes).astype(float)
     return (counts.sum() / (num_classes * np.maximum(counts, 1))).tolist()
+
+
+class TimedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writing, timed: ``seconds`` sums the time spent saving."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        t0 = time.perf_counter()
+        super().save_checkpoint(checkpoint, path, storage_options)
+        self.seconds += time.perf_counter() - t0
 
 
 def _supported_precision(precision: str) -> str:
@@ -94,8 +111,11 @@ def _claim_run_dir(run_dir: Path, cfg: DictConfig, run_hash: str) -> dict | None
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train on the fold's training actors, select on its validation actors, test on its test actors."""
+    """Train on the fold's training actors, select on its validation actors, test on its test actors
+    (``folds_together=K``: this fold and the K - 1 after it at once, :func:`train_together`)."""
     check_data_holds_model_inputs(cfg)
+    if int(cfg.get("folds_together") or 1) > 1:
+        return train_together(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_hash = config_hash(cfg)
     hashed = result_config(cfg)  # now: instantiating the data config resolves some of cfg's aliases in place
@@ -109,24 +129,125 @@ def train(cfg: DictConfig) -> dict:
     system, loggers = _system_and_loggers(cfg, run_hash)
     datamodule = _fold_data(cfg, system)
     environment = environment_record()
-    trainer, started = _fit_and_test(cfg, system, datamodule, loggers, run_dir, run_hash, environment)
+    trainer, started, timings = _fit_and_test(cfg, system, datamodule, loggers, run_dir, run_hash, environment)
     predictions, record = _fold_record(cfg, system, datamodule, trainer, run_hash,
-                                       dict(seconds=round(time.time() - t0, 1), environment=environment,
+                                       dict(_selection(trainer), seconds=round(time.time() - t0, 1),
+                                            timings=dict(timings, total_s=round(time.time() - t0, 3)),
+                                            environment=environment,
                                             **({"environment_at_start": started} if started else {}), config=hashed))
     write_run_record(run_dir, record, predictions)
     _print_summary(record, run_dir)
     return record
 
 
-def _system_and_loggers(cfg: DictConfig, run_hash: str) -> tuple[pl.LightningModule, list]:
-    """The system, then the loggers, before any data work: one that cannot be built (a broken wandb)
-    stops the run at once."""
-    balanced = cfg.model.class_weights == "balanced"  # known only once the split is made (_fold_data)
-    system = hydra.utils.instantiate(cfg.model, class_weights=None if balanced else cfg.model.class_weights)
+def train_together(cfg: DictConfig) -> dict:
+    """Folds ``cv.fold`` .. ``cv.fold + K - 1`` (those the protocol has) trained at once on one device
+    (:mod:`fer_mm.stacked`), each in its own ``fold_<k>`` folder with its own checkpoint and record, as
+    if trained alone; folds already done are skipped. Returns the first fold's record."""
+    together, first, run_dir = int(cfg.folds_together), int(cfg.cv.fold), Path(cfg.paths.output_dir)
+    if run_dir.name != f"fold_{first}":
+        raise ValueError(f"folds_together={together} writes each fold to a fold_<k> folder beside the first one's, "
+                         f"but this run's folder {run_dir} is not named fold_{first}")
+    if cfg.trainer.get("strategy") == "ddp" or cfg.trainer.get("fast_dev_run"):
+        raise ValueError(f"folds_together={together} runs on one device without fast_dev_run: use trainer=default or "
+                         f"trainer=gpu, or folds_together=1")
+    run_hash, hashed, t0 = config_hash(cfg), result_config(cfg), time.time()
+    device = torch.device("cuda", torch.cuda.current_device()) if cfg.trainer.accelerator != "cpu" and \
+        torch.cuda.is_available() else torch.device("cpu")
+    folds, records = [], {}
+    fold, last = first, first + together - 1
+    while fold <= last:
+        fold_cfg = _fold_config(cfg, fold, run_dir.parent / f"fold_{fold}")
+        done = _claim_run_dir(Path(fold_cfg.paths.output_dir), fold_cfg, run_hash)
+        if done is not None:
+            records[fold] = done
+        else:
+            pl.seed_everything(cfg.seed, workers=True)  # each fold starts as it would alone
+            system, _ = _system_and_loggers(fold_cfg, run_hash, loggers=False)
+            datamodule = _fold_data(fold_cfg, system)
+            datamodule.device = device
+            system.to(device)
+            loaders = dict(train=datamodule.train_dataloader(), val=datamodule.val_dataloader())
+            folds.append((fold_cfg, system, datamodule, loaders))
+            last = min(last, datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()) - 1)
+        fold += 1
+    if folds:
+        results = _fit_folds_together(cfg, folds, device)
+        for (fold_cfg, system, datamodule, _), result in zip(folds, results):
+            records[int(fold_cfg.cv.fold)] = _test_fold(fold_cfg, system, datamodule, result, run_hash, dict(
+                seconds=round(time.time() - t0, 1), config=hashed,
+                folds_together=[int(c.cv.fold) for c, *_ in folds]))
+    return records[first]
+
+
+def _fold_config(cfg: DictConfig, fold: int, output_dir: Path) -> DictConfig:
+    fold_cfg = copy.deepcopy(cfg)
+    with open_dict(fold_cfg):
+        fold_cfg.cv.fold, fold_cfg.paths.output_dir = fold, str(output_dir)
+    return fold_cfg
+
+
+def _fit_folds_together(cfg: DictConfig, folds: list, device: torch.device) -> list:
+    """The stacked fit of the folds, with the checkpoint and early-stopping settings of ``callbacks``."""
+    callbacks = cfg.get("callbacks") or {}
+    checkpoint = next((c for c in callbacks.values() if c.get("monitor") and "ModelCheckpoint" in c._target_), None)
+    stopping = next((c for c in callbacks.values() if "EarlyStopping" in c._target_), None)
+    selection = Selection(monitor=(checkpoint or stopping or {}).get("monitor", "val/uar"),
+                          mode=(checkpoint or stopping or {}).get("mode", "max"),
+                          patience=int(stopping.patience) if stopping else None,
+                          min_delta=float(stopping.get("min_delta", 0.0)) if stopping else 0.0)
+    t = cfg.trainer
+    return StackedFit([f[1] for f in folds], [f[3] for f in folds], device, max_epochs=int(t.max_epochs),
+                      min_epochs=int(t.get("min_epochs") or 1), limit_train_batches=t.get("limit_train_batches"),
+                      limit_val_batches=t.get("limit_val_batches"), precision=_supported_precision(
+                          t.get("precision", "32-true")), selection=selection,
+                      progress=bool(t.get("enable_progress_bar", True))).fit()
+
+
+def _test_fold(cfg: DictConfig, system, datamodule, result, run_hash: str, extra: dict) -> dict:
+    """One fold of a stacked fit: its best weights saved as its checkpoint, its epochs logged, then
+    tested and recorded as a fold trained alone is."""
+    run_dir = Path(cfg.paths.output_dir)
+    system.net.load_state_dict(result.best_state)
+    _, loggers = _system_and_loggers(cfg, run_hash, system=system)
+    environment = environment_record()
+    for logger in loggers:
+        logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
+                                "environment": environment})
+        for step, entry in enumerate(result.history):
+            logger.log_metrics(entry, step=step)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[], logger=loggers or False,
+                                                  precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
+    t0 = time.perf_counter()
+    trainer.test(system, datamodule=datamodule, verbose=False)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    trainer.save_checkpoint(best)
+    selection = dict(best_checkpoint=str(best), selected_by=f"{result.monitor} on validation actors",
+                     best_val=result.best_score, epochs=result.epochs)
+    timings = dict(test_s=round(time.perf_counter() - t0, 3))
+    predictions, record = _fold_record(cfg, system, datamodule, trainer, run_hash,
+                                       dict(selection, **extra, timings=timings, environment=environment))
+    write_run_record(run_dir, record, predictions)
+    _print_summary(record, run_dir)
+    for logger in loggers:
+        logger.finalize("success")
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and "wandb" in (cfg.get("logger") or {}):
+        wandb.finish()  # one W&B run per fold, one after another
+    return record
+
+
+def _system_and_loggers(cfg: DictConfig, run_hash: str, system: pl.LightningModule | None = None,
+                        loggers: bool = True) -> tuple[pl.LightningModule, list]:
+    """The system (unless given), then the loggers (unless ``loggers`` is false), before any data work:
+    one that cannot be built (a broken wandb) stops the run at once."""
+    if system is None:
+        balanced = cfg.model.class_weights == "balanced"  # known only once the split is made (_fold_data)
+        system = hydra.utils.instantiate(cfg.model, class_weights=None if balanced else cfg.model.class_weights)
     tags = [*system.modalities, cfg.cv.name, run_hash]
-    loggers = [hydra.utils.instantiate(c, **({"tags": tags} if "wandb" in c._target_ else {}))
-               for c in (cfg.get("logger") or {}).values()]
-    return system, loggers
+    made = [hydra.utils.instantiate(c, **({"tags": tags} if "wandb" in c._target_ else {}))
+            for c in (cfg.get("logger") or {}).values()] if loggers else []
+    return system, made
 
 
 def _fold_data(cfg: DictConfig, system: pl.LightningModule) -> pl.LightningDataModule:
@@ -150,23 +271,32 @@ def _fold_data(cfg: DictConfig, system: pl.LightningModule) -> pl.LightningDataM
 
 
 def _fit_and_test(cfg: DictConfig, system, datamodule, loggers: list, run_dir: Path, run_hash: str,
-                  environment: dict) -> tuple[pl.Trainer, dict | None]:
+                  environment: dict) -> tuple[pl.Trainer, dict | None, dict]:
     """Fit (resuming from ``last.ckpt`` where a crash left one), then test the checkpoint chosen on
-    validation actors; returns the trainer and, for a resumed fold, the environment it started under."""
+    validation actors; returns the trainer, for a resumed fold the environment it started under, and
+    the seconds its parts took."""
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     for logger in loggers:
         logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
                                 "environment": environment})
+    checkpoint_io = TimedCheckpointIO()
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                  plugins=[checkpoint_io],
                                                   precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() and not trainer.fast_dev_run else None
     started = _environment_at_start(run_dir, environment, resume)
     if resume:
         log.info("resuming fold %s from %s", cfg.cv.fold, resume)
+    t0 = time.perf_counter()
     trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    t1 = time.perf_counter()
     trainer.test(system, datamodule=datamodule, ckpt_path=_selected(trainer)[1], verbose=False)
-    return trainer, started
+    # seconds of this fold's parts: loading the resident cache (0 where an earlier fold's served),
+    # fitting (with validation and checkpoints), testing, and of those the checkpoint writes
+    timings = dict(upload_s=round(datamodule.upload_seconds, 3), fit_s=round(t1 - t0, 3),
+                                test_s=round(time.perf_counter() - t1, 3), checkpoint_s=round(checkpoint_io.seconds, 3))
+    return trainer, started, timings
 
 
 def _selected(trainer: pl.Trainer):
@@ -175,9 +305,18 @@ def _selected(trainer: pl.Trainer):
     return checkpoint, checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
 
 
-def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_hash: str, extra: dict):
-    """The fold's predictions table and run record (what it was, what it saw, how it was selected)."""
+def _selection(trainer: pl.Trainer) -> dict:
+    """How a fitted trainer chose the fold's weights: the record's checkpoint fields."""
     checkpoint, best = _selected(trainer)
+    return dict(best_checkpoint=best,
+                selected_by=f"{checkpoint.monitor} on validation actors" if best else "last epoch (no checkpointing)",
+                best_val=float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
+                epochs=int(trainer.current_epoch))
+
+
+def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_hash: str, extra: dict):
+    """The fold's predictions table and run record (what it was, what it saw, how it was selected:
+    ``extra`` holds :func:`_selection`'s fields)."""
     out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in system.test_outputs[0]}
     predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out["probs"],
                                     datamodule.class_names, _task_columns(out, datamodule.target_arrays, system.au_ids))
@@ -199,10 +338,6 @@ def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_h
         modalities=list(system.modalities),
         n_clips=dict(train=len(rows["train"]), val=len(rows["val"]), test=len(predictions)),
         actors=dict(train=list(split.train), val=list(split.val), test=list(split.test)),
-        best_checkpoint=best,
-        selected_by=f"{checkpoint.monitor} on validation actors" if best else "last epoch (no checkpointing)",
-        best_val=float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
-        epochs=int(trainer.current_epoch),
         precision=str(trainer.precision),
         device=str(trainer.strategy.root_device),
         world_size=int(trainer.world_size),
@@ -275,6 +410,11 @@ def main(cfg: DictConfig) -> float | None:
         wandb = sys.modules.get("wandb")  # absent where it failed to import: nothing to finish
         if wandb is not None and "wandb" in (cfg.get("logger") or {}):
             wandb.finish()  # folds of a sweep never bleed into one W&B run
+        # the fold's trainer, system and datamodule are reference cycles: freed now, before the next
+        # fold of a sweep in this process starts (the resident cache they shared stays for it)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return metrics.get("best_val")  # for a sweeper: the validation score, never a test one
 
 

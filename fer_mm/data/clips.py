@@ -14,7 +14,9 @@ Two ways to assemble batches, same contract and same values:
 
 from __future__ import annotations
 
+import gc
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -151,6 +153,53 @@ class ResidentClips:
         if self.store != self.device:  # pinned, the copy to the device does not wait for it
             out = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in out.items()}
         return out
+
+
+class SharedResidentClips:
+    """The process's :class:`ResidentClips`: the folds of a sweep run in one process (Hydra's basic
+    launcher) share one upload of the cache, each indexing it with its own rows.
+
+    It holds one at a time: asked for another (another cache, model inputs, device or targets), it
+    drops the one it holds and collects the garbage before loading the next, so an earlier one can
+    never keep device memory from it (a finished fold's trainer, system and datamodule are reference
+    cycles, freed only by the collector).
+    """
+
+    def __init__(self):
+        self.key, self.clips, self.upload_seconds = None, None, 0.0
+
+    def get(self, cache: ClipCache, spec: ClipSpec, device: torch.device | str, memory: str = "auto",
+            targets: dict[str, np.ndarray] | None = None) -> ResidentClips:
+        """The resident clips for these arguments, made (timed in ``upload_seconds``) only when they differ
+        from the last call's; ``upload_seconds`` is 0 when the held ones serve."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one device
+            device = torch.device("cuda", torch.cuda.current_device())
+        # targets are facts of the clips (by cache row), the same for every fold of a config
+        # (a cache rebuilt at the same path is another cache: its table's time tells them apart)
+        path = getattr(cache, "path", None)
+        where = (str(path), (path / "clips.csv").stat().st_mtime_ns) if path is not None else id(cache)
+        key = (where, spec, str(device), memory, tuple(sorted(targets or {})))
+        if key == self.key:
+            self.upload_seconds = 0.0
+            return self.clips
+        self.release()
+        t0 = time.perf_counter()
+        self.clips = ResidentClips(cache, spec, device, memory, targets)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.key, self.upload_seconds = key, time.perf_counter() - t0
+        return self.clips
+
+    def release(self) -> None:
+        """Drop the held clips and free what they and earlier folds' objects held."""
+        self.key, self.clips = None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+SHARED_CLIPS = SharedResidentClips()
 
 
 class ResidentLoader:

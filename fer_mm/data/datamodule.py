@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from fer_mm.data import targets as targets_io
 from fer_mm.data.cache import ClipCache, PreprocessParams, cache_path
 from fer_mm.data.preprocessing import build_cache
-from fer_mm.data.clips import ClipSpec, ResidentClips, ResidentLoader, clip_item
+from fer_mm.data.clips import SHARED_CLIPS, ClipSpec, ResidentClips, ResidentLoader, clip_item
 from fer_mm.data.images import ImagePreprocessParams, build_image_cache, class_names, generate_twin, twin_folder
 from fer_mm.data.sources.folders import folder_layout
 from fer_mm.data.protocols import LeaveOneSubjectOut, Split
@@ -107,6 +107,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.split: Split | None = None
         self.target_arrays: dict[str, np.ndarray] = {}
         self._resident: ResidentClips | None = None
+        self.device = torch.device("cpu")  # where batches are made without a trainer (folds trained together)
+        self.upload_seconds = 0.0  # loading the resident cache, in this datamodule (0: another fold's served)
 
     # what a dataset says about itself
     class_names: tuple[str, ...] = EMOTION_NAMES
@@ -184,11 +186,13 @@ class FaceDataModule(pl.LightningDataModule):
                            self.target_arrays)
 
     def resident(self) -> ResidentClips:
-        """The cache in memory on the trainer's device, loaded once per process."""
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        """The cache in memory on the trainer's device: loaded once per process, and shared by the folds
+        that run in it (:data:`~fer_mm.data.clips.SHARED_CLIPS`); ``upload_seconds`` times the loading."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else self.device
         if self._resident is None or self._resident.device != device:
-            self._resident = ResidentClips(self.cache, self.clip_spec, device, self.resident_memory,
-                                           self.target_arrays)
+            self._resident = SHARED_CLIPS.get(self.cache, self.clip_spec, device, self.resident_memory,
+                                              self.target_arrays)
+            self.upload_seconds = SHARED_CLIPS.upload_seconds
         return self._resident
 
     def _loader(self, part: str):
