@@ -230,3 +230,43 @@ def read_run_record(run_dir: Path) -> tuple[dict, pd.DataFrame]:
         raise ValueError(f"{run_dir}/metrics.json has schema version {version}, this fer-mm reads {SCHEMA_VERSION}: "
                          f"re-run the fold (overwrite=true) or report it with the fer-mm that made it")
     return record, pd.read_csv(Path(run_dir) / "predictions.csv")
+
+
+def task_columns(out: dict, targets: dict, au_ids: list[int]) -> dict:
+    """The other tasks' (truth, output) pairs for :func:`predictions_table`, in the test outputs' order."""
+    rows, columns = out["index"], {}
+    for task, output in (("gender", "p_male"), ("age", "age"), ("au", "p_au")):
+        if output in out:
+            columns[task] = (targets[task][rows], out[output])
+    return dict(columns, au_ids=au_ids) if columns else {}
+
+
+def target_baselines(targets: dict, rows: dict) -> dict:
+    """What a model that ignores its input scores on the test clips: the training clips' most
+    common gender, and their mean age."""
+    out = {}
+    if "gender" in targets:
+        train, test = (targets["gender"][rows[p]] for p in ("train", "test"))
+        train, test = train[train >= 0], test[test >= 0]
+        if len(train) and len(test):
+            out["gender"] = float((test == np.bincount(train).argmax()).mean())
+    if "age" in targets:
+        train, test = (targets["age"][rows[p]] for p in ("train", "test"))
+        train, test = train[~np.isnan(train)], test[~np.isnan(test)]
+        if len(train) and len(test):
+            out["age"] = float(np.abs(test - train.mean()).mean())
+    return out
+
+
+def print_record_summary(m: dict, run_dir: Path) -> None:
+    """A fold's record in a few lines: what was tested, its scores, how its checkpoint was chosen."""
+    print(f"\n{m['experiment']}  {m['protocol']} fold {m['fold']}  config {m['config_hash']}  test actors "
+          f"{m['actors']['test']}  ({m['n_clips']['test']} clips, {m['label']})")
+    print("  " + "  ".join(f"{k} {m[k]:.4f}" for k in ("test/acc", "test/uar", "test/f1", "test/loss") if k in m))
+    tasks = m.get("tasks", {})
+    if tasks:
+        parts = [f"gender acc {tasks['gender']['acc']:.4f}" if "gender" in tasks else "",
+                 f"age MAE {tasks['age']['mae']:.2f} years" if "age" in tasks else "",
+                 f"AU F1 {tasks['au']['f1_macro']:.4f}" if "au" in tasks else ""]
+        print("  " + "  ".join(p for p in parts if p))
+    print(f"  checkpoint: {m['selected_by']}; run folder: {run_dir}\n")

@@ -42,6 +42,16 @@ class Selection:
     patience: int | None = None
     min_delta: float = 0.0
 
+    @classmethod
+    def from_callbacks(cls, callbacks: dict) -> "Selection":
+        """The settings of a config's ``callbacks`` (its monitoring ModelCheckpoint and its EarlyStopping)."""
+        checkpoint = next((c for c in callbacks.values() if c.get("monitor") and "ModelCheckpoint" in c["_target_"]), {})
+        stopping = next((c for c in callbacks.values() if "EarlyStopping" in c["_target_"]), None)
+        chosen = checkpoint or stopping or {}
+        return cls(monitor=chosen.get("monitor", "val/uar"), mode=chosen.get("mode", "max"),
+                   patience=int(stopping["patience"]) if stopping else None,
+                   min_delta=float(stopping.get("min_delta", 0.0)) if stopping else 0.0)
+
     def better(self, score: float, best: float, delta: float = 0.0) -> bool:
         if math.isnan(best):  # nothing to beat yet
             return True
@@ -114,7 +124,8 @@ class StackedNets:
         inputs concatenated on the batch axis, in the order of ``folds``)."""
         self.base.train(train)
         every = folds == list(range(self.k))
-        index = torch.tensor(folds, device=next(iter(self.params.values())).device)
+        if not every:  # a step where some folds have no batch or another batch size (an epoch's end)
+            index = torch.tensor(folds, device=next(iter(self.params.values())).device)
         params = self.params if every else {n: p[index] for n, p in self.params.items()}
         buffers = self.buffers if every else {n: b[index] for n, b in self.buffers.items()}
         inputs = {k: v.unflatten(0, (len(folds), -1)) for k, v in inputs.items()}
@@ -223,6 +234,7 @@ class StackedFit:
         self.optimizer = StackedAdam(self.nets, self.systems[0].optimizer_factory)
         self.rates = epoch_learning_rates(self.systems[0].optimizer_factory, self.systems[0].scheduler_factory,
                                           self.max_epochs)
+        self._masks: dict[tuple[int, ...], Tensor] = {}
         self.results = [FoldResult(monitor=self.selection.monitor) for _ in self.systems]
 
     def _autocast(self):
@@ -267,13 +279,19 @@ class StackedFit:
                     total = loss if total is None else total + loss
                 if train:
                     total.backward()
-                    active = torch.zeros(self.k, dtype=torch.bool)
-                    active[list(batches)] = True
-                    self.optimizer.step(active.to(self.device), self.rates[epoch])
+                    self.optimizer.step(self._active(tuple(batches)), self.rates[epoch])
             if bar is not None:
                 bar.update(1)
         for k in live:
             self._log(k, epoch, stage)
+
+    def _active(self, folds: tuple[int, ...]) -> Tensor:
+        """The [K] mask of the folds that took this step, made once per set of folds (no upload per step)."""
+        if folds not in self._masks:
+            mask = torch.zeros(self.k, dtype=torch.bool)
+            mask[list(folds)] = True
+            self._masks[folds] = mask.to(self.device)
+        return self._masks[folds]
 
     def _log(self, k: int, epoch: int, stage: str) -> None:
         confusion = getattr(self.systems[k], f"{stage}_confusion")

@@ -32,7 +32,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fer_mm.evaluation import predictions_table, read_run_record, run_record, write_run_record
+from fer_mm.evaluation import (predictions_table, print_record_summary, read_run_record, run_record, target_baselines,
+                               task_columns, write_run_record)
 from fer_mm.files import write_atomic
 from fer_mm.models import modality_argument, model_modalities
 from fer_mm.runs import config_hash, register_resolvers, result_config
@@ -136,7 +137,7 @@ def train(cfg: DictConfig) -> dict:
                                             environment=environment,
                                             **({"environment_at_start": started} if started else {}), config=hashed))
     write_run_record(run_dir, record, predictions)
-    _print_summary(record, run_dir)
+    print_record_summary(record, run_dir)
     return record
 
 
@@ -188,14 +189,8 @@ def _fold_config(cfg: DictConfig, fold: int, output_dir: Path) -> DictConfig:
 
 
 def _fit_folds_together(cfg: DictConfig, folds: list, device: torch.device) -> list:
-    """The stacked fit of the folds, with the checkpoint and early-stopping settings of ``callbacks``."""
-    callbacks = cfg.get("callbacks") or {}
-    checkpoint = next((c for c in callbacks.values() if c.get("monitor") and "ModelCheckpoint" in c._target_), None)
-    stopping = next((c for c in callbacks.values() if "EarlyStopping" in c._target_), None)
-    selection = Selection(monitor=(checkpoint or stopping or {}).get("monitor", "val/uar"),
-                          mode=(checkpoint or stopping or {}).get("mode", "max"),
-                          patience=int(stopping.patience) if stopping else None,
-                          min_delta=float(stopping.get("min_delta", 0.0)) if stopping else 0.0)
+    """The stacked fit of the folds, with the trainer's and the callbacks' settings."""
+    selection = Selection.from_callbacks(OmegaConf.to_container(cfg.get("callbacks") or {}, resolve=True))
     t = cfg.trainer
     return StackedFit([f[1] for f in folds], [f[3] for f in folds], device, max_epochs=int(t.max_epochs),
                       min_epochs=int(t.get("min_epochs") or 1), limit_train_batches=t.get("limit_train_batches"),
@@ -228,7 +223,7 @@ def _test_fold(cfg: DictConfig, system, datamodule, result, run_hash: str, extra
     predictions, record = _fold_record(cfg, system, datamodule, trainer, run_hash,
                                        dict(selection, **extra, timings=timings, environment=environment))
     write_run_record(run_dir, record, predictions)
-    _print_summary(record, run_dir)
+    print_record_summary(record, run_dir)
     for logger in loggers:
         logger.finalize("success")
     wandb = sys.modules.get("wandb")
@@ -319,12 +314,12 @@ def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_h
     ``extra`` holds :func:`_selection`'s fields)."""
     out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in system.test_outputs[0]}
     predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out["probs"],
-                                    datamodule.class_names, _task_columns(out, datamodule.target_arrays, system.au_ids))
+                                    datamodule.class_names, task_columns(out, datamodule.target_arrays, system.au_ids))
     split, rows = datamodule.split, datamodule.rows
     record = run_record(
         predictions=predictions, class_names=list(datamodule.class_names),
         logged={k: v for k, v in trainer.callback_metrics.items()},
-        baselines=_baselines(datamodule.target_arrays, rows),
+        baselines=target_baselines(datamodule.target_arrays, rows),
         experiment=cfg.task_name,
         fold=int(cfg.cv.fold),
         folds_total=datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()),
@@ -361,45 +356,6 @@ def _environment_at_start(run_dir: Path, environment: dict, resume: str | None) 
         return None
     write_atomic(path, json.dumps(environment, indent=2) + "\n")
     return None
-
-
-def _task_columns(out: dict, targets: dict, au_ids: list[int]) -> dict:
-    """The other tasks' (truth, output) pairs for :func:`predictions_table`, in the test outputs' order."""
-    rows, columns = out["index"], {}
-    for task, output in (("gender", "p_male"), ("age", "age"), ("au", "p_au")):
-        if output in out:
-            columns[task] = (targets[task][rows], out[output])
-    return dict(columns, au_ids=au_ids) if columns else {}
-
-
-def _baselines(targets: dict, rows: dict) -> dict:
-    """What a model that ignores its input scores on the test clips: the training clips' most
-    common gender, and their mean age."""
-    out = {}
-    if "gender" in targets:
-        train, test = (targets["gender"][rows[p]] for p in ("train", "test"))
-        train, test = train[train >= 0], test[test >= 0]
-        if len(train) and len(test):
-            out["gender"] = float((test == np.bincount(train).argmax()).mean())
-    if "age" in targets:
-        train, test = (targets["age"][rows[p]] for p in ("train", "test"))
-        train, test = train[~np.isnan(train)], test[~np.isnan(test)]
-        if len(train) and len(test):
-            out["age"] = float(np.abs(test - train.mean()).mean())
-    return out
-
-
-def _print_summary(m: dict, run_dir: Path) -> None:
-    print(f"\n{m['experiment']}  {m['protocol']} fold {m['fold']}  config {m['config_hash']}  test actors "
-          f"{m['actors']['test']}  ({m['n_clips']['test']} clips, {m['label']})")
-    print("  " + "  ".join(f"{k} {m[k]:.4f}" for k in ("test/acc", "test/uar", "test/f1", "test/loss") if k in m))
-    tasks = m.get("tasks", {})
-    if tasks:
-        parts = [f"gender acc {tasks['gender']['acc']:.4f}" if "gender" in tasks else "",
-                 f"age MAE {tasks['age']['mae']:.2f} years" if "age" in tasks else "",
-                 f"AU F1 {tasks['au']['f1_macro']:.4f}" if "au" in tasks else ""]
-        print("  " + "  ".join(p for p in parts if p))
-    print(f"  checkpoint: {m['selected_by']}; run folder: {run_dir}\n")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
