@@ -1,10 +1,11 @@
-"""The command line of :mod:`fer_mm.bench`: ``python -m fer_mm.bench models|pipeline|latency|detectors``."""
+"""The command line of :mod:`fer_mm.bench`: ``python -m fer_mm.bench models|pipeline|cache|latency|detectors``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import platform
+import time
 import warnings
 
 import torch
@@ -12,7 +13,8 @@ import torch
 from fer_mm import bench
 from fer_mm.bench.detectors import built_detectors, format_table, recall_table, twin_table
 from fer_mm.bench.latency import latency
-from fer_mm.bench.pipeline import BENCH_MODELS, PRECISIONS, pipeline, train_step_throughput
+from fer_mm.bench.pipeline import BENCH_MODELS, PRECISIONS, pipeline, pipeline_data, train_step_throughput
+from fer_mm.bench.random_cache import write_cache
 from fer_mm.data.media.faces import DEFAULT_DETECTOR, DetectorError, detector_spec
 from fer_mm.models import list_models
 
@@ -56,11 +58,22 @@ def add_training_commands(sub) -> None:
     pipe.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=["32"])
     pipe.add_argument("--frontend", default="scipy", help="model.inputs.audio.frontend")
     pipe.add_argument("--epochs", type=int, default=15, help="the recipe's epochs per fold")
-    pipe.add_argument("--channels-last", action="store_true", help="model-only: channels_last memory format")
-    pipe.add_argument("--compile", action="store_true", help="model-only: torch.compile the model")
-    for p in (models, pipe):
-        p.add_argument("--batch", type=int, default=32)
-        p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    pipe.add_argument("--channels-last", action="store_true", help="the network in channels_last (model-only and end to end)")
+    pipe.add_argument("--compile", action="store_true", help="the network torch.compile'd (model-only and end to end)")
+    pipe.add_argument("--batch", type=int, nargs="+", default=[32], help="batch sizes: a row per precision and batch")
+    pipe.add_argument("--steps", type=int, default=200, help="timed steps after warm-up")
+    models.add_argument("--batch", type=int, default=32)
+    models.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+
+
+def add_cache_command(sub) -> None:
+    cache = sub.add_parser("cache", help="a finished preprocessing cache of random content at CREMA-D's size, which "
+                                         "data=crema_d data.root=ROOT data.cache_dir=CACHE_DIR opens without preprocessing")
+    cache.add_argument("--root", required=True, help="the dataset root it is keyed by (gets VideoDemographics.csv)")
+    cache.add_argument("--cache-dir", required=True)
+    cache.add_argument("--clips", type=int, default=7442)
+    cache.add_argument("--actors", type=int, default=91)
+    cache.add_argument("--seed", type=int, default=0)
 
 
 def add_inference_commands(sub) -> None:
@@ -82,6 +95,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_training_commands(sub)
+    add_cache_command(sub)
     add_inference_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "latency" and len(args.detectors or ()) > 1:
@@ -96,10 +110,15 @@ def duration(seconds: float) -> str:
         else f"{seconds:.1f} s"
 
 
-def device_line(device: torch.device, batch: int) -> str:
+def rate(samples_per_s: float) -> str:
+    """A rate in a table: whole numbers, with three significant digits below 100 (a slow CPU's)."""
+    return f"{samples_per_s:,.0f}" if samples_per_s >= 100 else f"{samples_per_s:.3g}"
+
+
+def device_line(device: torch.device, batch: int | None = None) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return f"device: {where}; torch {torch.__version__}; batch {batch}"
+    return f"device: {where}; torch {torch.__version__}" + (f"; batch {batch}" if batch is not None else "")
 
 
 def print_detectors(args: argparse.Namespace) -> None:
@@ -127,17 +146,28 @@ def print_models(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def print_pipeline(args: argparse.Namespace, device: torch.device) -> None:
-    print(f"{device_line(device, args.batch)}; front-end {args.frontend}; channels_last {args.channels_last}; "
-          f"compile {args.compile}")
-    results = pipeline(args, device)
-    print(f"| model | precision | model-only samples/s | data path samples/s | end-to-end samples/s | "
+    """The table's header first, then each row as soon as it is measured: a run stopped early shows
+    the rows it finished."""
+    print(f"{device_line(device)}; front-end {args.frontend}; {args.steps} timed steps", flush=True)
+    data = pipeline_data(args, device)
+    print(data.summary() + "\n")
+    print(f"| model | precision | batch | network | model-only samples/s | data path samples/s | end-to-end samples/s | "
           f"end-to-end / model-only | eval samples/s | one fold ({args.epochs} epochs) | "
-          f"{results[0]['folds']} folds, one after another |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
-        print(f"| `{r['model']}` | {r['precision']} | {r['model_only']:,.0f} | {r['data_only']:,.0f} | "
-              f"{r['end_to_end']:,.0f} | {r['ratio']:.2f} | {r['eval']:,.0f} | {duration(r['fold_s'])} | "
-              f"{duration(r['all_folds_s'])} |", flush=True)
+          f"{data.folds} folds, one after another |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    for r in pipeline(data, args, device):
+        print(f"| `{r['model']}` | {r['precision']} | {r['batch']} | {r['network']} | {rate(r['model_only'])} | "
+              f"{rate(r['data_only'])} | {rate(r['end_to_end'])} | {r['ratio']:.2f} | {rate(r['eval'])} | "
+              f"{duration(r['fold_s'])} | {duration(r['all_folds_s'])} |", flush=True)
+
+
+def print_cache(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    cache = write_cache(args.root, args.cache_dir, args.clips, args.actors, args.seed)
+    size = sum(f.stat().st_size for f in cache.path.iterdir()) / 1e9
+    print(f"cache: {cache.path} ({len(cache)} clips of {cache.clips['actor'].nunique()} actors, {len(cache.frames):,} "
+          f"frames, {size:.2f} GB) written in {time.perf_counter() - t0:.1f} s; random content, no preprocessing; "
+          f"open it with data=crema_d data.root={args.root} data.cache_dir={args.cache_dir}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         print_detectors(args)
     elif args.command == "latency":
         print_latency(args)
+    elif args.command == "cache":
+        print_cache(args)
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         (print_models if args.command == "models" else print_pipeline)(args, device)

@@ -6,25 +6,24 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import resource
 import statistics
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 
+from fer_mm.bench.random_cache import FACE, MemoryCache, memory_cache
 from fer_mm.data.clips import ResidentClips, ResidentLoader
 from fer_mm.data.protocols import LeaveOneSubjectOut
 from fer_mm.models import get_model
 from fer_mm.system import EmotionSystem
-from fer_mm.vocab import SAMPLE_RATE
 
 BENCH_MODELS = ("ar1", "ar2", "ar3", "ar4", "ar5", "resnet18", "inception_v4", "inception_resnet_v2")
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # --precision -> Lightning's name
-FPS, FACE = 30, (98, 80)  # the release's frame rate, the method's face crop
 
 
 def _sync(device: torch.device) -> None:
@@ -49,24 +48,46 @@ def _median_rate(step, batch: int, steps: int, warmup: int, device: torch.device
     return batch / statistics.median(times)
 
 
+def network_label(channels_last: bool, compile: bool) -> str:
+    return " + ".join([name for name, on in (("channels_last", channels_last), ("compile", compile)) if on]) or "eager"
+
+
+def _to_channels_last(t):
+    return t.contiguous(memory_format=torch.channels_last) if torch.is_tensor(t) and t.dim() == 4 else t
+
+
+def _channels_last_inputs(module, args, kwargs):
+    return tuple(map(_to_channels_last, args)), {k: _to_channels_last(v) for k, v in kwargs.items()}
+
+
+def prepare_network(net: torch.nn.Module, channels_last: bool = False, compile: bool = False) -> torch.nn.Module:
+    """``net`` in place as both benchmarks time it: its 4-d weights and inputs in channels_last,
+    and its calls compiled (``nn.Module.compile``: the same module, its state dict unchanged)."""
+    if channels_last:
+        for p in net.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+        net.register_forward_pre_hook(_channels_last_inputs, with_kwargs=True)
+    if compile:
+        net.compile()
+    return net
+
+
 def train_step_throughput(name: str, device: torch.device, batch: int = 32, steps: int = 5, warmup: int = 2,
                           precision: str = "32", channels_last: bool = False, compile: bool = False) -> dict:
     """A model's training steps per second on ready inputs (no data path)."""
     torch.manual_seed(0)
-    model = get_model(name).to(device).train()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    forward = torch.compile(model) if compile else model
+    model = prepare_network(get_model(name).to(device).train(), channels_last, compile)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    video = torch.randn(batch, 20, *FACE, device=device).contiguous(memory_format=memory_format)
-    audio = torch.rand(batch, 1, 128, 128, device=device).contiguous(memory_format=memory_format)
+    video = torch.randn(batch, 20, *FACE, device=device)
+    audio = torch.rand(batch, 1, 128, 128, device=device)
     labels = torch.randint(0, 6, (batch,), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def step():
         with _autocast(device, precision):
-            loss = torch.nn.functional.cross_entropy(forward(video=video, audio=audio), labels)
+            loss = torch.nn.functional.cross_entropy(model(video=video, audio=audio), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -82,50 +103,27 @@ def train_step_throughput(name: str, device: torch.device, batch: int = 32, step
 # ------------------------------------------------------------------------------ pipeline
 
 
-@dataclass
-class MemoryCache:
-    """A cache's read side (what :class:`~fer_mm.data.clips.ResidentClips` reads), made in memory."""
-
-    clips: pd.DataFrame
-    frames: np.ndarray  # [sum(n_frames), 98, 80] uint8
-    samples: np.ndarray  # [sum(n_samples)] int16
-
-
-def memory_cache(n_clips: int = 7442, n_actors: int = 91, seed: int = 0) -> MemoryCache:
-    """Random faces and waveforms with CREMA-D's clip count, actors and clip lengths."""
-    rng = np.random.default_rng(seed)
-    seconds = np.clip(1.27 + rng.gamma(2.5, 0.5, n_clips), 1.27, 5.0)  # 1.3 to 5 s, mean about 2.5 s
-    n_frames = np.round(seconds * FPS).astype(np.int64)
-    n_samples = np.round(seconds * SAMPLE_RATE).astype(np.int64)
-    clips = pd.DataFrame(dict(
-        name=[f"clip{i}" for i in range(n_clips)], actor=1001 + np.arange(n_clips) % n_actors,
-        label=rng.integers(0, 6, n_clips), n_frames=n_frames, video_offset=np.cumsum(n_frames) - n_frames,
-        n_samples=n_samples, audio_offset=np.cumsum(n_samples) - n_samples))
-    frames = rng.integers(0, 256, (int(n_frames.sum()), *FACE), dtype=np.uint8)
-    samples = rng.integers(-8000, 8000, int(n_samples.sum()), dtype=np.int16)
-    return MemoryCache(clips, frames, samples)
-
-
 def _system(model: str, frontend: str) -> EmotionSystem:
     return EmotionSystem(net={"name": model}, inputs={"audio": {"frontend": frontend}},
                          optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4))
 
 
-class _EpochTimer(pl.Callback):
-    """Samples/s of a Lightning fit from its ``warmup``-th batch to the end of the epoch."""
+class StepTimer(pl.Callback):
+    """Samples/s of a Lightning fit from its ``warmup``-th training batch (counted over epochs) to its end."""
 
     def __init__(self, warmup: int, device: torch.device):
         self.warmup, self.device = warmup, device
-        self.t0, self.samples, self.rate = None, 0, float("nan")
+        self.seen, self.t0, self.samples, self.rate = 0, None, 0, float("nan")
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if batch_idx == self.warmup:
+        if self.seen == self.warmup:
             _sync(self.device)
             self.t0 = time.perf_counter()
         if self.t0 is not None:
             self.samples += len(batch["label"])
+        self.seen += 1
 
-    def on_train_epoch_end(self, trainer, module):
+    def on_train_end(self, trainer, module):
         _sync(self.device)
         if self.t0 is not None:
             self.rate = self.samples / (time.perf_counter() - self.t0)
@@ -136,49 +134,93 @@ def _cycle(loader):
         yield from loader
 
 
-def pipeline(args: argparse.Namespace, device: torch.device) -> list[dict]:
+@dataclass
+class PipelineData:
+    """The in-memory cache, fold 0's rows by part, and the cache resident on the device."""
+
+    cache: MemoryCache
+    rows: dict[str, np.ndarray]
+    resident: ResidentClips
+    seconds: float
+
+    @property
+    def folds(self) -> int:
+        return int(self.cache.clips["actor"].nunique())
+
+    def summary(self) -> str:
+        c = self.cache
+        return (f"in-memory cache: {len(c.clips)} clips of {self.folds} actors, {len(c.frames):,} frames "
+                f"({c.frames.nbytes / 1e9:.2f} GB) and {c.samples.nbytes / 1e9:.2f} GB of audio, made in "
+                f"{self.seconds:.0f} s; fold 0: {len(self.rows['train'])} train / {len(self.rows['val'])} val / "
+                f"{len(self.rows['test'])} test clips")
+
+
+def pipeline_data(args: argparse.Namespace, device: torch.device) -> PipelineData:
     t0 = time.perf_counter()
     cache = memory_cache(args.clips, args.actors)
     split = LeaveOneSubjectOut(val_fraction=0.1).split(cache.clips["actor"].unique(), 0)
     actor = cache.clips["actor"].to_numpy()
     rows = {part: np.flatnonzero(np.isin(actor, getattr(split, part))) for part in ("train", "val", "test")}
-    system = _system(args.model, args.frontend)
-    resident = ResidentClips(cache, system.inputs.clip_spec, device)
-    print(f"in-memory cache: {args.clips} clips of {args.actors} actors, {len(cache.frames):,} frames "
-          f"({cache.frames.nbytes / 1e9:.2f} GB) and {cache.samples.nbytes / 1e9:.2f} GB of audio, made in "
-          f"{time.perf_counter() - t0:.0f} s; fold 0: {len(rows['train'])} train / {len(rows['val'])} val / "
-          f"{len(rows['test'])} test clips\n", flush=True)
-    results = []
-    for precision in args.precision:
-        torch.manual_seed(0)
-        model_only = train_step_throughput(args.model, device, args.batch, args.steps, precision=precision,
-                                           channels_last=args.channels_last, compile=args.compile)["samples_per_s"]
-        system = _system(args.model, args.frontend).to(device)
-        batches = _cycle(ResidentLoader(resident, rows["train"], args.batch, train=True))
+    spec = _system(args.model, args.frontend).inputs.clip_spec
+    return PipelineData(cache, rows, ResidentClips(cache, spec, device), time.perf_counter() - t0)
 
-        def data_step():
-            with torch.no_grad(), _autocast(device, precision):
-                system.inputs(next(batches), augment=True)
 
-        data_only = _median_rate(data_step, args.batch, args.steps, 1, device)
-        timer = _EpochTimer(warmup=1, device=device)
-        trainer = pl.Trainer(accelerator=device.type, devices=1, precision=PRECISIONS[precision], max_epochs=1,
-                             limit_train_batches=args.steps + 1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
-        trainer.fit(system, train_dataloaders=ResidentLoader(resident, rows["train"], args.batch, train=True))
-        end_to_end = timer.rate
-        system.eval()
-        batches = _cycle(ResidentLoader(resident, rows["val"], args.batch, train=False))
+def end_to_end_rate(system: EmotionSystem, loader: ResidentLoader, device: torch.device, precision: str,
+                    steps: int, warmup: int) -> float:
+    """Training samples/s of ``system`` in a Lightning fit of ``warmup + steps`` steps (over epochs
+    where the loader has fewer batches), timed after the warm-up."""
+    timer = StepTimer(warmup, device)
+    trainer = pl.Trainer(accelerator=device.type, devices=1, precision=PRECISIONS[precision], max_steps=warmup + steps,
+                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[timer])
+    trainer.fit(system, train_dataloaders=loader)
+    return timer.rate
 
-        def eval_step():
-            with torch.no_grad(), _autocast(device, precision):
-                system(next(batches))
 
-        eval_rate = _median_rate(eval_step, args.batch, args.steps, 1, device)
-        epoch = len(rows["train"]) / end_to_end + len(rows["val"]) / eval_rate
-        fold = args.epochs * epoch + len(rows["test"]) / eval_rate
-        folds = len(cache.clips["actor"].unique())
-        results.append(dict(model=args.model, precision=precision, model_only=model_only, data_only=data_only,
-                            end_to_end=end_to_end, eval=eval_rate, ratio=end_to_end / model_only, fold_s=fold,
-                            all_folds_s=folds * fold, folds=folds))
-    return results
+def evaluation_rate(system: EmotionSystem, loader: ResidentLoader, device: torch.device, precision: str,
+                    steps: int, warmup: int = 2) -> float:
+    """Evaluation samples/s of ``system`` on ``device``. The end of a Lightning fit leaves the module on
+    the CPU (the strategy's teardown), so it is moved back to the device of the batches first."""
+    system = system.to(device).eval()
+    batches = _cycle(loader)
+
+    def eval_step():
+        with torch.no_grad(), _autocast(device, precision):
+            system(next(batches))
+
+    return _median_rate(eval_step, loader.batch_size, steps, warmup, device)
+
+
+def pipeline_row(data: PipelineData, args: argparse.Namespace, device: torch.device, precision: str,
+                 batch: int) -> dict:
+    """One row of the table: the network alone, the data path alone, the two in a Lightning fit (the
+    network prepared alike: channels_last, compile), evaluation, and the folds' times they imply."""
+    warmup = 5 if args.compile else 2
+    model_only = train_step_throughput(args.model, device, batch, args.steps, warmup, precision,
+                                       args.channels_last, args.compile)["samples_per_s"]
+    torch.manual_seed(0)
+    system = _system(args.model, args.frontend).to(device)
+    batches = _cycle(ResidentLoader(data.resident, data.rows["train"], batch, train=True))
+
+    def data_step():
+        with torch.no_grad(), _autocast(device, precision):
+            system.inputs(next(batches), augment=True)
+
+    data_only = _median_rate(data_step, batch, args.steps, 1, device)
+    prepare_network(system.net, args.channels_last, args.compile)
+    train = ResidentLoader(data.resident, data.rows["train"], batch, train=True)
+    end_to_end = end_to_end_rate(system, train, device, precision, args.steps, warmup)
+    eval_rate = evaluation_rate(system, ResidentLoader(data.resident, data.rows["val"], batch, train=False), device,
+                                precision, args.steps, warmup)
+    epoch = len(data.rows["train"]) / end_to_end + len(data.rows["val"]) / eval_rate
+    fold = args.epochs * epoch + len(data.rows["test"]) / eval_rate
+    return dict(model=args.model, precision=precision, batch=batch,
+                network=network_label(args.channels_last, args.compile), model_only=model_only, data_only=data_only,
+                end_to_end=end_to_end, eval=eval_rate, ratio=end_to_end / model_only, fold_s=fold,
+                all_folds_s=data.folds * fold, folds=data.folds)
+
+
+def pipeline(data: PipelineData, args: argparse.Namespace, device: torch.device):
+    """The table's rows, one per precision and batch size, each as soon as it is measured."""
+    for precision, batch in itertools.product(args.precision, args.batch):
+        yield pipeline_row(data, args, device, precision, batch)
