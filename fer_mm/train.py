@@ -173,11 +173,15 @@ def train_together(cfg: DictConfig) -> dict:
             last = min(last, datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()) - 1)
         fold += 1
     if folds:
+        fit_start = time.perf_counter()
         results = _fit_folds_together(cfg, folds, device)
+        # the stacked fit's seconds are the K folds' together; each fold's upload is its own (0 where shared)
+        fit_s = round(time.perf_counter() - fit_start, 3)
         for (fold_cfg, system, datamodule, _), result in zip(folds, results):
             records[int(fold_cfg.cv.fold)] = _test_fold(fold_cfg, system, datamodule, result, run_hash, dict(
                 seconds=round(time.time() - t0, 1), config=hashed,
-                folds_together=[int(c.cv.fold) for c, *_ in folds]))
+                folds_together=[int(c.cv.fold) for c, *_ in folds]),
+                dict(upload_s=round(datamodule.upload_seconds, 3), fit_s=fit_s))
     return records[first]
 
 
@@ -199,7 +203,7 @@ def _fit_folds_together(cfg: DictConfig, folds: list, device: torch.device) -> l
                       progress=bool(t.get("enable_progress_bar", True))).fit()
 
 
-def _test_fold(cfg: DictConfig, system, datamodule, result, run_hash: str, extra: dict) -> dict:
+def _test_fold(cfg: DictConfig, system, datamodule, result, run_hash: str, extra: dict, timings: dict) -> dict:
     """One fold of a stacked fit: its best weights saved as its checkpoint, its epochs logged, then
     tested and recorded as a fold trained alone is."""
     run_dir = Path(cfg.paths.output_dir)
@@ -215,11 +219,12 @@ def _test_fold(cfg: DictConfig, system, datamodule, result, run_hash: str, extra
                                                   precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
     t0 = time.perf_counter()
     trainer.test(system, datamodule=datamodule, verbose=False)
+    t1 = time.perf_counter()
     best = run_dir / "checkpoints" / "best.ckpt"
     trainer.save_checkpoint(best)
     selection = dict(best_checkpoint=str(best), selected_by=f"{result.monitor} on validation actors",
                      best_val=result.best_score, epochs=result.epochs)
-    timings = dict(test_s=round(time.perf_counter() - t0, 3))
+    timings = dict(timings, test_s=round(t1 - t0, 3), checkpoint_s=round(time.perf_counter() - t1, 3))
     predictions, record = _fold_record(cfg, system, datamodule, trainer, run_hash,
                                        dict(selection, **extra, timings=timings, environment=environment))
     write_run_record(run_dir, record, predictions)

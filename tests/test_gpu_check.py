@@ -17,7 +17,7 @@ STEPS = ("wheels", "card", "syncs", "bench", "bench_channels_last", "cache", "fo
 # Steps on code that others are writing now, checked in full once it exists:
 SYNCS = importlib.util.find_spec("fer_mm.bench.syncs") is not None  # `python -m fer_mm.bench syncs`
 FOLDS_TOGETHER = "folds_together" in OmegaConf.load(ROOT / "conf" / "train.yaml")  # the config key
-TIMINGS = False  # True once each fold's metrics.json carries `timings` (upload_s, fit_s, test_s, checkpoint_s, total_s)
+TIMINGS = True  # each fold's metrics.json carries `timings` (upload_s, fit_s, test_s, checkpoint_s, total_s)
 TIMING_KEYS = ("upload_s", "fit_s", "test_s", "checkpoint_s", "total_s")
 
 
