@@ -1,6 +1,6 @@
 """``python -m fer_mm.bench``: how fast fer-mm trains and infers, measured on the current device.
 
-Four commands (CUDA if available, else CPU); each prints markdown tables to record with the
+Five commands (CUDA if available, else CPU); each prints markdown tables to record with the
 command and the machine:
 
 - ``models``: training-step throughput of every model on ready inputs (video ``[20, 98, 80]``,
@@ -15,6 +15,9 @@ command and the machine:
   end-to-end training samples/s (the system in a Lightning Trainer fed by the resident loader),
   evaluation samples/s, and from those one LOSO fold's time for the default recipe (15 epochs)
   and all folds' time run one after another.
+- ``syncs``: the host-device syncs in the resident path's training and validation steps, counted
+  in a short Lightning fit of AR5 (``--tasks``: with gender and age heads), with where each came
+  from (see :mod:`fer_mm.bench.syncs`); on the CPU it stands in for a GPU run.
 - ``latency``: inference on new clips of ``--seconds`` (2.5) in CREMA-D's own format (FLV, 480x360
   at 30 fps, AAC audio; rendered by the twin's renderer), one clip at a time as ``predict`` reads
   them: p50 and p95 in ms of decoding (frames and audio track), face tracking (the detector on
