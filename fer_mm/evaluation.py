@@ -74,7 +74,9 @@ class ConfusionMetric(Metric):
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         idx = labels.long() * self.num_classes + logits.argmax(1)
-        self.confusion += torch.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, -1)
+        # a count per (true, predicted) cell, added in place: bincount would read the indices' range
+        # on the host, a sync per batch on a GPU
+        self.confusion.view(-1).index_add_(0, idx, torch.ones_like(idx))
 
     def compute(self) -> dict:
         return scores(self.confusion.cpu().numpy())
@@ -159,13 +161,17 @@ class TaskMetric(Metric):
             self.add_state(name, default=torch.zeros(n_aus, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, outputs: dict, batch: dict) -> None:
+        # masked sums, never boolean indexing: selecting the known clips would make the host wait for
+        # the device to count them, every batch on a GPU
         if "gender" in outputs:
             known = batch["gender"] >= 0
-            self.gender_hits += (outputs["gender"].argmax(1) == batch["gender"])[known].sum()
+            self.gender_hits += ((outputs["gender"].argmax(1) == batch["gender"]) & known).sum()
             self.gender_n += known.sum()
         if "age" in outputs:
             known = ~torch.isnan(batch["age"])
-            self.age_error += (outputs["age"].float() - batch["age"])[known].abs().sum()
+            # the same sum where every age is known (CREMA-D's actors all have one); with unknown ones
+            # the zeros in their place may round the float32 sum's last bit differently
+            self.age_error += torch.where(known, outputs["age"].float() - batch["age"], 0).abs().sum()
             self.age_n += known.sum()
         if "au" in outputs:
             truth, pred = batch["au"], outputs["au"] > 0  # logit > 0: probability > 0.5

@@ -28,7 +28,8 @@ IGNORED_KEYS = (
     "cv.fold", "data.fold",  # the fold is a level of the layout of its own
     "data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress", "data.resident_memory",
     "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.log_every_n_steps", "callbacks.*.dirpath",
+    "trainer.log_every_n_steps", "trainer.callbacks",  # a trainer config's display callbacks (progress bar)
+    "callbacks.*.dirpath", "callbacks.last_checkpoint.every_n_epochs",  # how often last.ckpt is written
 )
 # what a data config declares its samples are (frames, sample_rate, audio, num_classes): the model
 # copies what it takes (model.inputs, model.net.num_classes), and the copies are what is hashed, so a

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
@@ -178,11 +180,28 @@ class EmotionSystem(pl.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("model.optimizer is not set")
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = _fused_on_cuda(self.optimizer_factory, params)(params=params)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
                                                          "interval": "epoch"}}
+
+
+def _fused_on_cuda(factory: Callable[..., torch.optim.Optimizer],
+                   params: list) -> Callable[..., torch.optim.Optimizer]:
+    """Adam or AdamW with ``fused=True`` where every parameter is on a GPU and the config set neither
+    ``fused`` nor ``foreach``: one kernel for the whole step, and no read of its step count on the
+    host. Else the factory as given (so nothing changes on the CPU)."""
+    optimizer = factory.func if isinstance(factory, functools.partial) else factory
+    if not (isinstance(optimizer, type) and issubclass(optimizer, (torch.optim.Adam, torch.optim.AdamW))):
+        return factory
+    keywords = getattr(factory, "keywords", {})
+    if "fused" in keywords or keywords.get("foreach") or "fused" not in inspect.signature(optimizer).parameters:
+        return factory
+    if not params or not all(p.is_cuda for p in params):
+        return factory
+    return functools.partial(factory, fused=True)
 
 
 def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor,

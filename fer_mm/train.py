@@ -270,12 +270,22 @@ def _fold_data(cfg: DictConfig, system: pl.LightningModule) -> pl.LightningDataM
     return datamodule
 
 
+def run_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The ``callbacks`` group's callbacks, then the trainer config's own display callbacks
+    (``trainer.callbacks``; trainer=gpu: a rarely redrawn progress bar), made here because the trainer
+    is given ``callbacks=``, which replaces that key; a progress bar only where the trainer shows one."""
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    display = [hydra.utils.instantiate(c) for c in (cfg.trainer.get("callbacks") or [])]
+    return callbacks + [c for c in display if cfg.trainer.get("enable_progress_bar", True)
+                        or not isinstance(c, pl.callbacks.ProgressBar)]
+
+
 def _fit_and_test(cfg: DictConfig, system, datamodule, loggers: list, run_dir: Path, run_hash: str,
                   environment: dict) -> tuple[pl.Trainer, dict | None, dict]:
     """Fit (resuming from ``last.ckpt`` where a crash left one), then test the checkpoint chosen on
     validation actors; returns the trainer, for a resumed fold the environment it started under, and
     the seconds its parts took."""
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = run_callbacks(cfg)
     for logger in loggers:
         logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
                                 "environment": environment})

@@ -119,3 +119,24 @@ def test_experiment_config_hashes_are_as_recorded(experiment, expected, make_cfg
     assert config_hash(cfg) == expected
     hashed = result_config(cfg)  # the model's copies of the declared samples are hashed, the declaration not
     assert "samples" not in hashed["data"] and hashed["model"]["inputs"]["frames"] == cfg.data.samples.frames
+
+
+def test_gpu_display_and_checkpoint_cadence_keys_leave_the_hash(make_cfg, tmp_path):
+    """trainer=gpu's progress bar (its own trainer.callbacks) is made into the run's callbacks, and how
+    it or last.ckpt is paced changes no result, so no hash; cudnn's benchmark may, so it is hashed."""
+    import pytorch_lightning as pl
+
+    from fer_mm.train import run_callbacks
+
+    gpu = make_cfg(tmp_path, ["experiment=ar5_fusion", "trainer=gpu"])
+    assert gpu.trainer.benchmark is True and "callbacks" not in result_config(gpu)["trainer"]
+    paced = make_cfg(tmp_path, ["experiment=ar5_fusion", "trainer=gpu", "trainer.callbacks=[]",
+                                "callbacks.last_checkpoint.every_n_epochs=2"])
+    unbenched = make_cfg(tmp_path, ["experiment=ar5_fusion", "trainer=gpu", "trainer.benchmark=false"])
+    assert config_hash(paced) == config_hash(gpu) != config_hash(unbenched)
+    bars = [c for c in run_callbacks(gpu) if isinstance(c, pl.callbacks.ProgressBar)]
+    assert [(type(b).__name__, b.refresh_rate) for b in bars] == [("TQDMProgressBar", 50)]
+    last = [c for c in run_callbacks(gpu) if isinstance(c, pl.callbacks.ModelCheckpoint) and c.filename == "last"]
+    assert [c._every_n_epochs for c in last] == [1]
+    quiet = make_cfg(tmp_path, ["experiment=ar5_fusion", "trainer=gpu", "trainer.enable_progress_bar=false"])
+    assert not any(isinstance(c, pl.callbacks.ProgressBar) for c in run_callbacks(quiet))  # Lightning refuses one

@@ -1,6 +1,6 @@
 """``python -m fer_mm.bench``: how fast fer-mm trains and infers, measured on the current device.
 
-Five commands (CUDA if available, else CPU); the timing ones print markdown tables to record with
+Six commands (CUDA if available, else CPU); the timing ones print markdown tables to record with
 the command and the machine:
 
 - ``models``: training-step throughput of every model on ready inputs (video ``[20, 98, 80]``,
@@ -21,6 +21,9 @@ the command and the machine:
 - ``cache``: a finished preprocessing cache of the same random content, written to disk a chunk at
   a time, where ``python -m fer_mm.train data=crema_d data.root=ROOT data.cache_dir=DIR`` opens it
   without preprocessing (``--root ROOT --cache-dir DIR [--clips 7442 --actors 91 --seed 0]``).
+- ``syncs``: the host-device syncs in the resident path's training and validation steps, counted
+  in a short Lightning fit of AR5 (``--tasks``: with gender and age heads), with where each came
+  from (see :mod:`fer_mm.bench.syncs`); on the CPU it stands in for a GPU run.
 - ``latency``: inference on new clips of ``--seconds`` (2.5) in CREMA-D's own format (FLV, 480x360
   at 30 fps, AAC audio; rendered by the twin's renderer), one clip at a time as ``predict`` reads
   them: p50 and p95 in ms of decoding (frames and audio track), face tracking (the detector on

@@ -15,6 +15,7 @@ from fer_mm.bench.detectors import built_detectors, format_table, recall_table, 
 from fer_mm.bench.latency import latency
 from fer_mm.bench.pipeline import BENCH_MODELS, PRECISIONS, pipeline, pipeline_data, train_step_throughput
 from fer_mm.bench.random_cache import write_cache
+from fer_mm.bench.syncs import add_arguments, print_audit
 from fer_mm.data.media.faces import DEFAULT_DETECTOR, DetectorError, detector_spec
 from fer_mm.models import list_models
 
@@ -64,6 +65,7 @@ def add_training_commands(sub) -> None:
     pipe.add_argument("--steps", type=int, default=200, help="timed steps after warm-up")
     models.add_argument("--batch", type=int, default=32)
     models.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    add_arguments(sub.add_parser("syncs", help="host-device syncs in the resident path's training and eval steps"))
 
 
 def add_cache_command(sub) -> None:
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         print_latency(args)
     elif args.command == "cache":
         print_cache(args)
+    elif args.command == "syncs":
+        print_audit(args)
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         (print_models if args.command == "models" else print_pipeline)(args, device)

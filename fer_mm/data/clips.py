@@ -117,9 +117,20 @@ class ResidentClips:
         # the other tasks' targets, by cache row (see fer_mm.data.targets)
         self.targets = {k: torch.from_numpy(np.asarray(v)).to(self.store) for k, v in (targets or {}).items()}
 
-    def batch(self, rows: torch.Tensor, jitter: bool = False, generator: torch.Generator | None = None) -> dict:
+    def upload(self, t: torch.Tensor) -> torch.Tensor:
+        """A host tensor in the store's memory; to a GPU from pinned memory, so the host does not wait."""
+        if self.store.type == "cuda":
+            return t.pin_memory().to(self.store, non_blocking=True)
+        return t.to(self.store)
+
+    def batch(self, rows: torch.Tensor, jitter: bool = False, generator: torch.Generator | None = None,
+              uniform: torch.Tensor | None = None) -> dict:
         """The batch of cache rows ``rows``: the same keys, shapes, dtypes and values as
         :func:`clip_item` collated (``jitter``: the frames jittered, drawn from ``generator``).
+
+        ``uniform``: the jitter's draws already made, ``[len(rows), frames]`` float64 in [0, 1) in
+        the store's memory (what :class:`ResidentLoader` draws for a whole epoch); given, the frames
+        are jittered with them and nothing is drawn or copied here.
 
         ``label`` and ``index`` are int64, as a DataLoader collates them."""
         rows = rows.to(self.store)
@@ -128,10 +139,11 @@ class ResidentClips:
         if VIDEO in spec.modalities:
             n = self.n_frames[rows][:, None]
             k = torch.arange(spec.frames, device=self.store)[None]
-            if jitter:  # drawn on the CPU: the same draws wherever the cache lives
-                u = torch.rand(len(rows), spec.frames, generator=generator, dtype=torch.float64).to(self.store)
+            if jitter and uniform is None:  # drawn on the CPU: the same draws wherever the cache lives
+                uniform = torch.rand(len(rows), spec.frames, generator=generator, dtype=torch.float64).to(self.store)
+            if uniform is not None:
                 # frame k drawn uniformly from the k-th of T equal segments, as sample_frame_indices
-                picks = torch.minimum(((k + u) * n / spec.frames).floor().long(), n - 1)
+                picks = torch.minimum(((k + uniform) * n / spec.frames).floor().long(), n - 1)
             else:  # np.linspace(0, n - 1, T).round(), the method's evenly spaced frames
                 step = (n - 1).double() / max(spec.frames - 1, 1)
                 picks = (k * step).round().long()
@@ -205,17 +217,40 @@ SHARED_CLIPS = SharedResidentClips()
 class ResidentLoader:
     """Batches of some rows of a :class:`ResidentClips`, in place of a DataLoader.
 
-    Shuffles in training with its own CPU generator (seeded from torch's, so seeded runs repeat,
-    wherever the cache lives); evaluation keeps the rows' order. Under DDP each process trains on
-    its share of each epoch's order (every process draws the same order: Lightning seeds them
-    alike), padded as DistributedSampler pads, so all processes take the same number of steps;
-    evaluation runs on all rows everywhere, which leaves the summed confusion's rates unchanged.
+    Shuffles in training with its own CPU generator (seeded from torch's unless ``seed`` is given, so
+    seeded runs repeat, wherever the cache lives); evaluation keeps the rows' order. Each training
+    epoch's draws are made at its start on the host (the order, then every batch's frame jitter, in
+    the order the batches would draw them one by one) and copied to the device once; the batches
+    take their slices, so no step waits for a copy. Epoch ``e`` draws what epoch ``e`` of an
+    uninterrupted run draws: Lightning calls :meth:`set_epoch` before each epoch, and an epoch
+    asked out of turn (a run resumed from its last checkpoint) replays the draws before it from the
+    seed. Without :meth:`set_epoch`, each pass draws the next epoch.
+
+    Under DDP each process trains on its share of each epoch's order (every process draws the same
+    order: the datamodule gives them all rank 0's seed), padded as DistributedSampler pads, so all
+    processes take the same number of steps; evaluation runs on all rows everywhere, which leaves
+    the summed confusion's rates unchanged.
     """
 
-    def __init__(self, clips: ResidentClips, rows: np.ndarray, batch_size: int, train: bool, jitter: bool = True):
+    batch_sampler = None  # Lightning reads the sampler then, for its set_epoch
+
+    def __init__(self, clips: ResidentClips, rows: np.ndarray, batch_size: int, train: bool, jitter: bool = True,
+                 seed: int | None = None):
         self.clips, self.batch_size, self.train, self.jitter = clips, batch_size, train, jitter
         self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,)))) if train else None
+        self.seed = (int(torch.randint(2**62, (1,))) if seed is None else int(seed)) if train else None
+        self.generator = torch.Generator().manual_seed(self.seed) if train else None
+        self.epoch, self.drawn = 0, 0  # the epoch the next pass draws; the epochs the generator has drawn
+        self.eval_rows = None if train else clips.upload(self.rows)
+
+    @property
+    def sampler(self) -> ResidentLoader:
+        """Itself: Lightning's loops call ``loader.sampler.set_epoch(epoch)`` before each epoch."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (counted from 0) of this loader's seed."""
+        self.epoch = int(epoch)
 
     def _shard(self) -> tuple[int, int]:
         """(rank, processes) of the training rows' split under DDP; (0, 1) otherwise."""
@@ -227,13 +262,31 @@ class ResidentLoader:
         _, processes = self._shard()
         return -(-(-(-len(self.rows) // processes)) // self.batch_size)
 
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One epoch's draws, on the host: this process's rows in their order, and their frames'
+        uniform jitter (None without jitter or video), drawn after the order as the batches drew it."""
+        rows = self.rows[torch.randperm(len(self.rows), generator=self.generator)]
+        rank, processes = self._shard()
+        padded = -(-len(rows) // processes) * processes
+        rows = torch.cat([rows, rows[: padded - len(rows)]])[rank::processes]
+        uniform = None
+        if self.jitter and VIDEO in self.clips.spec.modalities:
+            uniform = torch.rand(len(rows), self.clips.spec.frames, generator=self.generator, dtype=torch.float64)
+        return rows, uniform
+
+    def epoch_draws(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The draws of epoch :attr:`epoch` (replayed from the seed when asked out of turn), in the store."""
+        if self.drawn != self.epoch:
+            self.generator.manual_seed(self.seed)
+            for _ in range(self.epoch):
+                self.draw()
+        rows, uniform = self.draw()
+        self.epoch += 1
+        self.drawn = self.epoch
+        return self.clips.upload(rows), None if uniform is None else self.clips.upload(uniform)
+
     def __iter__(self):
-        rows = self.rows
-        if self.train:
-            rows = rows[torch.randperm(len(rows), generator=self.generator)]
-            rank, processes = self._shard()
-            padded = -(-len(rows) // processes) * processes
-            rows = torch.cat([rows, rows[: padded - len(rows)]])[rank::processes]
-        rows = rows.to(self.clips.store)
+        rows, uniform = self.epoch_draws() if self.train else (self.eval_rows, None)
         for i in range(0, len(rows), self.batch_size):
-            yield self.clips.batch(rows[i : i + self.batch_size], self.train and self.jitter, self.generator)
+            part = slice(i, i + self.batch_size)
+            yield self.clips.batch(rows[part], uniform=None if uniform is None else uniform[part])

@@ -198,8 +198,12 @@ class FaceDataModule(pl.LightningDataModule):
     def _loader(self, part: str):
         train = part == "train"
         if self.loader == "resident":
+            seed = None  # drawn by the loader from torch's generator
+            if train and self.trainer is not None and self.trainer.world_size > 1:
+                # every process draws the same order: rank 0's seed (each draws one, keeping torch's generators alike)
+                seed = self.trainer.strategy.broadcast(int(torch.randint(2**62, (1,))), src=0)
             return ResidentLoader(self.resident(), self.rows[part], self.batch_size, train,
-                                  jitter=train and self.temporal_jitter)
+                                  jitter=train and self.temporal_jitter, seed=seed)
         return DataLoader(self.dataset(part), batch_size=self.batch_size, shuffle=train,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())

@@ -13,6 +13,8 @@ the valid samples.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -87,11 +89,12 @@ def _area_weights(n_src: torch.Tensor, n_out: int, size: int, enlarging: torch.T
     s = torch.arange(size, dtype=torch.float64, device=n_src.device)[None, None, :]
     # area: the overlap of output cell [d, d + 1) * scale with source pixel [s, s + 1), over the cell
     # width; cv2 skips slivers under 1e-3 of a pixel
-    overlap = ((d + 1) * scale - s).clamp(0, 1) - (d * scale - s).clamp(0, 1)
+    start = d * scale
+    overlap = ((d + 1) * scale - s).clamp(0, 1) - (start - s).clamp(0, 1)
     area = overlap * (overlap > 1e-3) / scale
     # cv2's two-tap form: 1 - f on pixel floor(d * scale) and f on the next, clamped at the last pixel;
     # a hat centred at floor + f gives both
-    left = torch.floor(d * scale)
+    left = torch.floor(start)
     f = (d + 1) - (left + 1) * inv
     f = torch.where((f <= 0) | (left >= n_src - 1), 0.0, f - torch.floor(f))
     two_tap = (1 - (s - torch.minimum(left, n_src - 1) - f).abs()).clamp(min=0)
@@ -111,11 +114,20 @@ def resize_area(images: torch.Tensor, widths: torch.Tensor, height: int, width: 
     """
     enlarging = (widths < width) | (images.shape[1] < height)
     # every clip has all its rows: two sets of row weights (shrinking, enlarging), picked per clip
-    both = torch.tensor([False, True], device=widths.device)
-    rows = _area_weights(torch.full_like(widths[:1], images.shape[1]), height, images.shape[1], both)[enlarging.long()]
+    rows = _row_weights(images.shape[1], height, images.device, images.dtype)[enlarging.long()]
     cols = _area_weights(widths, width, images.shape[2], enlarging)
     # time first: the larger axis shrinks before the second product
-    return rows.to(images.dtype) @ (images @ cols.to(images.dtype).transpose(1, 2))
+    return rows @ (images @ cols.to(images.dtype).transpose(1, 2))
+
+
+@functools.lru_cache(maxsize=16)
+def _row_weights(size: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[2, n_out, size]``: the weights of an axis that every clip fills (``size`` pixels), when cv2
+    shrinks (0) and when it enlarges (1). Constants of the shapes: made once per size, device and
+    dtype, on the device (no upload per batch), as plain tensors whatever the caller's grad mode."""
+    with torch.inference_mode(False), torch.no_grad():
+        n_src = torch.full((2,), size, dtype=torch.float64, device=device)
+        return _area_weights(n_src, n_out, size, torch.arange(2, device=device) == 1).to(dtype)
 
 
 class ScipySpectrogram(torch.nn.Module):
