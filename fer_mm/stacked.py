@@ -105,16 +105,30 @@ def epoch_learning_rates(optimizer_factory, scheduler_factory, epochs: int) -> l
 
 
 class StackedNets:
-    """K networks of one architecture as stacked tensors, run for any subset of the folds with vmap."""
+    """K networks of one architecture as stacked tensors, run for any subset of the folds with vmap.
+
+    The trainable parameters live in one ``[K, P]`` tensor (``flat``; each network's parameters are
+    views of its row), so the optimiser updates all of them, for all folds, in a few kernels."""
 
     def __init__(self, nets: list[torch.nn.Module], device: torch.device):
         nets = [net.to(device) for net in nets]
-        self.params, self.buffers = stack_module_state(nets)
-        self.trainable = [n for n, p in nets[0].named_parameters() if p.requires_grad]
-        for name, value in self.params.items():
-            value.requires_grad_(name in self.trainable)
-        self.base = copy.deepcopy(nets[0]).to("meta")
+        params, self.buffers = stack_module_state(nets)
         self.k = len(nets)
+        self.trainable = [n for n, p in nets[0].named_parameters() if p.requires_grad]
+        self.frozen = {n: p.detach() for n, p in params.items() if n not in self.trainable}
+        self.shapes = {n: params[n].shape[1:] for n in self.trainable}
+        self.flat = torch.cat([params[n].detach().reshape(self.k, -1) for n in self.trainable], 1).requires_grad_()
+        self.base = copy.deepcopy(nets[0]).to("meta")
+
+    def params(self) -> dict[str, Tensor]:
+        """Every parameter, stacked ``[K, ...]``: the trainable ones as views of :attr:`flat` (made anew
+        for each forward, so each backward reaches ``flat``)."""
+        out, start = dict(self.frozen), 0
+        for name in self.trainable:
+            size = self.shapes[name].numel()
+            out[name] = self.flat[:, start:start + size].view(self.k, *self.shapes[name])
+            start += size
+        return out
 
     def _call(self, params, buffers, inputs):
         return functional_call(self.base, (params, buffers), (), inputs)
@@ -123,11 +137,12 @@ class StackedNets:
         """Logits ``[len(folds), B, C]`` of each fold's network on its ``B`` clips (``inputs``: the folds'
         inputs concatenated on the batch axis, in the order of ``folds``)."""
         self.base.train(train)
+        params, buffers = self.params(), self.buffers
         every = folds == list(range(self.k))
         if not every:  # a step where some folds have no batch or another batch size (an epoch's end)
-            index = torch.tensor(folds, device=next(iter(self.params.values())).device)
-        params = self.params if every else {n: p[index] for n, p in self.params.items()}
-        buffers = self.buffers if every else {n: b[index] for n, b in self.buffers.items()}
+            index = torch.tensor(folds, device=self.flat.device)
+            params = {n: p[index] for n, p in params.items()}
+            buffers = {n: b[index] for n, b in buffers.items()}
         inputs = {k: v.unflatten(0, (len(folds), -1)) for k, v in inputs.items()}
         out = vmap(self._call, randomness="different")(params, buffers, inputs)
         if train and not every:  # batch norm's running statistics, updated in the copies: written back
@@ -138,51 +153,46 @@ class StackedNets:
 
     def state(self, k: int) -> dict[str, Tensor]:
         """Fold ``k``'s network as a state dict, copied to the CPU."""
-        return {n: t[k].detach().cpu().clone() for n, t in {**self.params, **self.buffers}.items()}
+        return {n: t[k].detach().cpu().clone() for n, t in {**self.params(), **self.buffers}.items()}
 
 
 class StackedAdam:
-    """Adam / AdamW over stacked parameters: each fold's slice updated elementwise as torch's
-    optimizer updates it alone (single-tensor form), only in the folds that took a step."""
+    """Adam / AdamW over stacked parameters: each fold's row of :attr:`StackedNets.flat` updated
+    elementwise as torch's optimizer updates it alone (its single-tensor form), only in the folds that
+    took the step. (A parameter that gets no gradient in a step counts as a zero gradient here, where
+    torch's optimizer would skip it: no fer-mm network leaves one unused.)"""
 
     def __init__(self, nets: StackedNets, optimizer_factory):
         self.nets = nets
         self.decoupled, s = optimizer_settings(optimizer_factory)
         self.betas, self.eps, self.weight_decay = s["betas"], s["eps"], s["weight_decay"]
-        device = next(iter(nets.params.values())).device
-        self.steps = torch.zeros(nets.k, dtype=torch.float64, device=device)
-        self.moments = {n: (torch.zeros_like(nets.params[n]), torch.zeros_like(nets.params[n])) for n in nets.trainable}
+        self.steps = torch.zeros(nets.k, 1, dtype=torch.float64, device=nets.flat.device)
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(nets.flat), torch.zeros_like(nets.flat)
 
     def zero_grad(self) -> None:
-        for name in self.nets.trainable:
-            self.nets.params[name].grad = None
+        self.nets.flat.grad = None
 
     @torch.no_grad()
     def step(self, active: Tensor, lr: float) -> None:
         """One update of the folds where ``active`` ([K] bool) is true, at learning rate ``lr``."""
+        param, grad = self.nets.flat, self.nets.flat.grad
+        if grad is None:
+            return
         beta1, beta2 = self.betas
-        self.steps += active
+        keep = active[:, None]
+        self.steps += keep
         steps = self.steps.clamp(min=1)
         step_size = (lr / (1 - beta1 ** steps)).float()
         correction2 = ((1 - beta2 ** steps) ** 0.5).float()
-        for name in self.nets.trainable:
-            param = self.nets.params[name]
-            grad = param.grad
-            if grad is None:
-                continue
-            shape = (-1,) + (1,) * (param.dim() - 1)
-            exp_avg, exp_avg_sq = self.moments[name]
-            new = param * (1 - lr * self.weight_decay) if self.decoupled else param.clone()
-            if not self.decoupled and self.weight_decay:
-                grad = grad + self.weight_decay * param
-            avg = exp_avg.lerp(grad, 1 - beta1)
-            avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
-            denom = avg_sq.sqrt() / correction2.view(shape) + self.eps
-            new = new - step_size.view(shape) * avg / denom
-            keep = active.view(shape)
-            param.copy_(torch.where(keep, new, param))
-            exp_avg.copy_(torch.where(keep, avg, exp_avg))
-            exp_avg_sq.copy_(torch.where(keep, avg_sq, exp_avg_sq))
+        new = param * (1 - lr * self.weight_decay) if self.decoupled else param
+        if not self.decoupled and self.weight_decay:
+            grad = grad + self.weight_decay * param
+        avg = self.exp_avg.lerp(grad, 1 - beta1)
+        avg_sq = self.exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+        new = new - step_size * avg / (avg_sq.sqrt() / correction2 + self.eps)
+        param.copy_(torch.where(keep, new, param))
+        self.exp_avg.copy_(torch.where(keep, avg, self.exp_avg))
+        self.exp_avg_sq.copy_(torch.where(keep, avg_sq, self.exp_avg_sq))
 
 
 def _limit(n: int, limit) -> int:

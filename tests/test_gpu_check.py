@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# a minute and a half on 2 cores: in the slow job (.ci/slow)
+pytestmark = pytest.mark.slow
 STEPS = ("wheels", "card", "syncs", "bench", "bench_channels_last", "cache", "folds", "together", "bench_compile")
 TIMING_KEYS = ("upload_s", "fit_s", "test_s", "checkpoint_s", "total_s")
 
