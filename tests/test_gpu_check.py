@@ -70,6 +70,8 @@ def test_cache_and_folds_have_real_numbers(smoke):
     assert re.search(r"one_at_a_time: 2 folds in \d+ s .*, [\d.]+ training samples/s", sections["folds"])
     for *_, timings in folds:
         assert all(re.search(rf"\b{key} [\d.]+", timings) for key in TIMING_KEYS), timings
+    assert re.search(r"^projection: fixed cost per fold [\d.]+ s \(\+[\d.]+ s once\); 91 folds x 15 epochs, one at a "
+                     r"time: [\d.]+ min$", sections["folds"], flags=re.M)
 
 
 def test_sync_audit_runs(smoke):
@@ -85,3 +87,5 @@ def test_folds_together_against_one_at_a_time(smoke):
     assert json.loads((out / "folds_together.json").read_text())["samples_per_s"] > 0
     assert re.search(r"^2 together: [\d.,]+ samples/s, [\d.]+ s per fold; one at a time: [\d.,]+ samples/s, "
                      r"[\d.]+ s per fold; x[\d.]+$", sections["together"], flags=re.M)
+    assert re.search(r"^projection: fixed cost per job of 2 folds [\d.]+ s; 91 folds x 15 epochs, 2 together: "
+                     r"[\d.]+ min$", sections["together"], flags=re.M)
