@@ -236,6 +236,9 @@ class StackedFit:
             if len(system.loss_weights) > 1:
                 raise ValueError("folds_together>1 trains emotion-only systems; model.tasks needs one fold at a time "
                                  "(folds_together=1)")
+        if str(self.precision).startswith("16"):  # fp16 needs loss scaling, which the stacked update lacks
+            raise ValueError("folds_together>1 trains in 32-true or bf16-mixed precision, and this GPU has no bf16: "
+                             "set trainer.precision=32-true")
         self.k = len(self.systems)
         self.nets = StackedNets([s.net for s in self.systems], self.device)
         for system in self.systems:
@@ -248,8 +251,7 @@ class StackedFit:
         self.results = [FoldResult(monitor=self.selection.monitor) for _ in self.systems]
 
     def _autocast(self):
-        dtype = torch.bfloat16 if str(self.precision).startswith("bf16") else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype, enabled=str(self.precision) != "32-true")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=str(self.precision).startswith("bf16"))
 
     def _losses(self, folds: list[int], logits: Tensor, labels: Tensor, stage: str) -> Tensor:
         """Each fold's emotion loss (its own class weights), its confusion updated; their sum."""

@@ -1,14 +1,17 @@
-"""The LightningModule: input transforms, loss, metrics and optimisation around a model."""
+"""The LightningModule: input transforms, loss, metrics and optimisation around a model (and the
+checkpoint writing that a run times)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import time
 from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from fer_mm.evaluation import METRIC_NAMES, ConfusionMetric, TaskMetric
 from fer_mm.models import get_model
@@ -217,3 +220,16 @@ def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor,
         each = F.l1_loss(output.float(), safe, reduction="none") if task == "age" else \
             F.binary_cross_entropy_with_logits(output.float(), safe, reduction="none", pos_weight=pos_weight)
     return (each * known).sum() / known.sum().clamp(min=1)
+
+
+class TimedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writing, timed: ``seconds`` sums the time spent saving."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        t0 = time.perf_counter()
+        super().save_checkpoint(checkpoint, path, storage_options)
+        self.seconds += time.perf_counter() - t0

@@ -15,8 +15,8 @@ from fer_mm.environment import environment_record, require, software
 if __name__ == "__main__":  # before the imports below: a broken dependency is named with its fix, not hidden
     require("train")
 
-import gc
 import copy
+import gc
 import json
 import logging
 import shutil
@@ -29,7 +29,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_mm.evaluation import (predictions_table, print_record_summary, read_run_record, run_record, target_baselines,
@@ -38,6 +37,7 @@ from fer_mm.files import write_atomic
 from fer_mm.models import modality_argument, model_modalities
 from fer_mm.runs import config_hash, register_resolvers, result_config
 from fer_mm.stacked import Selection, StackedFit
+from fer_mm.system import TimedCheckpointIO
 from fer_mm.vocab import AUDIO, VIDEO
 
 log = logging.getLogger("fer_mm.train")
@@ -47,19 +47,6 @@ register_resolvers()
 def _balanced_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     counts = np.bincount(labels, minlength=num_classes).astype(float)
     return (counts.sum() / (num_classes * np.maximum(counts, 1))).tolist()
-
-
-class TimedCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writing, timed: ``seconds`` sums the time spent saving."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = 0.0
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        t0 = time.perf_counter()
-        super().save_checkpoint(checkpoint, path, storage_options)
-        self.seconds += time.perf_counter() - t0
 
 
 def _supported_precision(precision: str) -> str:
@@ -167,7 +154,6 @@ def train_together(cfg: DictConfig) -> dict:
             system, _ = _system_and_loggers(fold_cfg, run_hash, loggers=False)
             datamodule = _fold_data(fold_cfg, system)
             datamodule.device = device
-            system.to(device)
             loaders = dict(train=datamodule.train_dataloader(), val=datamodule.val_dataloader())
             folds.append((fold_cfg, system, datamodule, loaders))
             last = min(last, datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()) - 1)
@@ -210,20 +196,17 @@ def _test_fold(cfg: DictConfig, system, datamodule, result, run_hash: str, extra
     system.net.load_state_dict(result.best_state)
     _, loggers = _system_and_loggers(cfg, run_hash, system=system)
     environment = environment_record()
+    _log_config(loggers, cfg, run_hash, environment)
     for logger in loggers:
-        logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
-                                "environment": environment})
         for step, entry in enumerate(result.history):
             logger.log_metrics(entry, step=step)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[], logger=loggers or False,
-                                                  precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
+    trainer = _make_trainer(cfg, [], loggers)
     t0 = time.perf_counter()
     trainer.test(system, datamodule=datamodule, verbose=False)
     t1 = time.perf_counter()
     best = run_dir / "checkpoints" / "best.ckpt"
     trainer.save_checkpoint(best)
-    selection = dict(best_checkpoint=str(best), selected_by=f"{result.monitor} on validation actors",
-                     best_val=result.best_score, epochs=result.epochs)
+    selection = _selection_fields(result.monitor, str(best), result.best_score, result.epochs)
     timings = dict(timings, test_s=round(t1 - t0, 3), checkpoint_s=round(time.perf_counter() - t1, 3))
     predictions, record = _fold_record(cfg, system, datamodule, trainer, run_hash,
                                        dict(selection, **extra, timings=timings, environment=environment))
@@ -231,9 +214,7 @@ def _test_fold(cfg: DictConfig, system, datamodule, result, run_hash: str, extra
     print_record_summary(record, run_dir)
     for logger in loggers:
         logger.finalize("success")
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and "wandb" in (cfg.get("logger") or {}):
-        wandb.finish()  # one W&B run per fold, one after another
+    _finish_wandb(cfg)  # one W&B run per fold, one after another
     return record
 
 
@@ -270,6 +251,25 @@ def _fold_data(cfg: DictConfig, system: pl.LightningModule) -> pl.LightningDataM
     return datamodule
 
 
+def _log_config(loggers: list, cfg: DictConfig, run_hash: str, environment: dict) -> None:
+    for logger in loggers:
+        logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
+                                "environment": environment})
+
+
+def _make_trainer(cfg: DictConfig, callbacks: list, loggers: list, **kwargs) -> pl.Trainer:
+    """The run's Lightning Trainer (``trainer`` config; bf16 falls back to fp16 where the GPU lacks it)."""
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                   precision=_supported_precision(cfg.trainer.get("precision", "32-true")), **kwargs)
+
+
+def _finish_wandb(cfg: DictConfig) -> None:
+    """End this fold's W&B run, so folds never bleed into one run."""
+    wandb = sys.modules.get("wandb")  # absent where it failed to import: nothing to finish
+    if wandb is not None and "wandb" in (cfg.get("logger") or {}):
+        wandb.finish()
+
+
 def run_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """The ``callbacks`` group's callbacks, then the trainer config's own display callbacks
     (``trainer.callbacks``; trainer=gpu: a rarely redrawn progress bar), made here because the trainer
@@ -285,14 +285,9 @@ def _fit_and_test(cfg: DictConfig, system, datamodule, loggers: list, run_dir: P
     """Fit (resuming from ``last.ckpt`` where a crash left one), then test the checkpoint chosen on
     validation actors; returns the trainer, for a resumed fold the environment it started under, and
     the seconds its parts took."""
-    callbacks = run_callbacks(cfg)
-    for logger in loggers:
-        logger.log_hyperparams({"config_hash": run_hash, **OmegaConf.to_container(cfg, resolve=True),
-                                "environment": environment})
+    _log_config(loggers, cfg, run_hash, environment)
     checkpoint_io = TimedCheckpointIO()
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                  plugins=[checkpoint_io],
-                                                  precision=_supported_precision(cfg.trainer.get("precision", "32-true")))
+    trainer = _make_trainer(cfg, run_callbacks(cfg), loggers, plugins=[checkpoint_io])
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() and not trainer.fast_dev_run else None
     started = _environment_at_start(run_dir, environment, resume)
@@ -305,7 +300,7 @@ def _fit_and_test(cfg: DictConfig, system, datamodule, loggers: list, run_dir: P
     # seconds of this fold's parts: loading the resident cache (0 where an earlier fold's served),
     # fitting (with validation and checkpoints), testing, and of those the checkpoint writes
     timings = dict(upload_s=round(datamodule.upload_seconds, 3), fit_s=round(t1 - t0, 3),
-                                test_s=round(time.perf_counter() - t1, 3), checkpoint_s=round(checkpoint_io.seconds, 3))
+                   test_s=round(time.perf_counter() - t1, 3), checkpoint_s=round(checkpoint_io.seconds, 3))
     return trainer, started, timings
 
 
@@ -315,13 +310,19 @@ def _selected(trainer: pl.Trainer):
     return checkpoint, checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
 
 
-def _selection(trainer: pl.Trainer) -> dict:
-    """How a fitted trainer chose the fold's weights: the record's checkpoint fields."""
-    checkpoint, best = _selected(trainer)
+def _selection_fields(monitor: str | None, best: str | None, score: float | None, epochs: int) -> dict:
+    """The record's fields saying how the fold's weights were chosen."""
     return dict(best_checkpoint=best,
-                selected_by=f"{checkpoint.monitor} on validation actors" if best else "last epoch (no checkpointing)",
-                best_val=float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
-                epochs=int(trainer.current_epoch))
+                selected_by=f"{monitor} on validation actors" if best else "last epoch (no checkpointing)",
+                best_val=score if best else None, epochs=int(epochs))
+
+
+def _selection(trainer: pl.Trainer) -> dict:
+    """How a fitted trainer chose the fold's weights."""
+    checkpoint, best = _selected(trainer)
+    score = checkpoint.best_model_score if best else None
+    return _selection_fields(checkpoint.monitor if best else None, best, None if score is None else float(score),
+                             trainer.current_epoch)
 
 
 def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_hash: str, extra: dict):
@@ -378,9 +379,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     finally:
-        wandb = sys.modules.get("wandb")  # absent where it failed to import: nothing to finish
-        if wandb is not None and "wandb" in (cfg.get("logger") or {}):
-            wandb.finish()  # folds of a sweep never bleed into one W&B run
+        _finish_wandb(cfg)
         # the fold's trainer, system and datamodule are reference cycles: freed now, before the next
         # fold of a sweep in this process starts (the resident cache they shared stays for it)
         gc.collect()

@@ -103,9 +103,10 @@ def train_step_throughput(name: str, device: torch.device, batch: int = 32, step
 # ------------------------------------------------------------------------------ pipeline
 
 
-def _system(model: str, frontend: str) -> EmotionSystem:
+def bench_system(model: str, frontend: str, tasks: dict | None = None) -> EmotionSystem:
+    """The benchmarks' system: ``model`` with the recipe's AdamW, and ``tasks`` heads where given."""
     return EmotionSystem(net={"name": model}, inputs={"audio": {"frontend": frontend}},
-                         optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4))
+                         optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4), tasks=tasks)
 
 
 class StepTimer(pl.Callback):
@@ -161,7 +162,7 @@ def pipeline_data(args: argparse.Namespace, device: torch.device) -> PipelineDat
     split = LeaveOneSubjectOut(val_fraction=0.1).split(cache.clips["actor"].unique(), 0)
     actor = cache.clips["actor"].to_numpy()
     rows = {part: np.flatnonzero(np.isin(actor, getattr(split, part))) for part in ("train", "val", "test")}
-    spec = _system(args.model, args.frontend).inputs.clip_spec
+    spec = bench_system(args.model, args.frontend).inputs.clip_spec
     return PipelineData(cache, rows, ResidentClips(cache, spec, device), time.perf_counter() - t0)
 
 
@@ -199,7 +200,7 @@ def pipeline_row(data: PipelineData, args: argparse.Namespace, device: torch.dev
     model_only = train_step_throughput(args.model, device, batch, args.steps, warmup, precision,
                                        args.channels_last, args.compile)["samples_per_s"]
     torch.manual_seed(0)
-    system = _system(args.model, args.frontend).to(device)
+    system = bench_system(args.model, args.frontend).to(device)
     batches = _cycle(ResidentLoader(data.resident, data.rows["train"], batch, train=True))
 
     def data_step():

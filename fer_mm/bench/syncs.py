@@ -45,7 +45,6 @@ last epoch is the steady state; the first adds Lightning's one-time creation of 
 from __future__ import annotations
 
 import argparse
-import functools
 import linecache
 import sys
 import warnings
@@ -60,7 +59,7 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from torch.overrides import TorchFunctionMode
 
-from fer_mm.bench.pipeline import PRECISIONS, memory_cache
+from fer_mm.bench.pipeline import PRECISIONS, bench_system, memory_cache
 from fer_mm.data.clips import ResidentClips, ResidentLoader
 from fer_mm.system import EmotionSystem
 
@@ -300,12 +299,6 @@ class SyncWindows(pl.Callback):
             self._close()
 
 
-def _system(tasks: bool, frontend: str) -> EmotionSystem:
-    return EmotionSystem(net={"name": "ar5"}, inputs={"audio": {"frontend": frontend}},
-                         optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4),
-                         tasks={"gender": {}, "age": {}} if tasks else None)
-
-
 def _resident(system: EmotionSystem, n_clips: int, device: torch.device, tasks: bool) -> ResidentClips:
     cache = memory_cache(n_clips, n_actors=4)
     targets = None
@@ -330,7 +323,7 @@ def audit(device: torch.device | str | None = None, *, batch: int = 4, steps: in
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
-    system = _system(tasks, frontend)
+    system = bench_system("ar5", frontend, {"gender": {}, "age": {}} if tasks else None)
     resident = _resident(system, (steps + val_steps) * batch, device, tasks)
     train_rows, val_rows = np.arange(steps * batch), np.arange(steps * batch, (steps + val_steps) * batch)
     counter = SyncCounter(device)
