@@ -17,7 +17,7 @@ from fer_mm.evaluation import METRIC_NAMES, ConfusionMetric, TaskMetric
 from fer_mm.models import get_model
 from fer_mm.models.base import FRAMES
 from fer_mm.models.inputs import ModelInputs
-from fer_mm.models.multitask import MultiTaskModel
+from fer_mm.models.multitask import MultiTaskModel, age_groups, age_loss
 
 STAGES = ("train", "val", "test")
 
@@ -39,12 +39,17 @@ class EmotionSystem(pl.LightningModule):
         class_weights: optional cross-entropy weights, one per class.
         init_from: optional checkpoint whose model weights are loaded first (AR4's second stage).
         tasks: other tasks learnt with emotion, each with its loss ``weight``: ``gender``
-            (cross-entropy), ``age`` (L1 in years), ``au`` (binary cross-entropy per action
+            (cross-entropy), ``age`` (in years: ``loss: l1`` or ``mse``; or ``groups: [0, 5, ...]``,
+            a cross-entropy over age groups), ``au`` (binary cross-entropy per action
             unit; ``ids`` lists them, ``pos_weight: balanced`` weighs each unit's presence by its
             absence in the training images, set by training once the split is known), plus
             ``emotion`` for the emotion loss's weight (default 1);
             ``hidden`` sets the heads' hidden width (see :class:`MultiTaskModel`). Clips whose
-            target is unknown count in no loss or metric of that task.
+            target is unknown count in no loss or metric of that task: an emotion label of -1
+            too (a dataset without emotion labels, mixed with one that has them).
+
+    ``net.num_classes: 0`` (data without emotion labels, such as UTKFace alone) builds a model
+    without an emotion classifier: it learns only its tasks, and logs no emotion metric.
     """
 
     def __init__(self, net: dict, inputs: dict | None = None,
@@ -60,11 +65,16 @@ class EmotionSystem(pl.LightningModule):
         self.num_classes = int(net.get("num_classes", 6))
         self.net = get_model(net.pop("name"), frames=int(inputs.get("frames", FRAMES)), **net)
         tasks = {task: dict(spec or {}) for task, spec in (tasks or {}).items()}
-        self.loss_weights = {"emotion": float(tasks.pop("emotion", {}).get("weight", 1.0))}
+        emotion_weight = float(tasks.pop("emotion", {}).get("weight", 1.0))
+        if self.num_classes == 0 and not tasks:
+            raise ValueError("model.net.num_classes=0 builds no emotion classifier: give the model another task "
+                             "(model.tasks.gender, model.tasks.age), or data with emotion labels")
+        self.loss_weights = {"emotion": emotion_weight} if self.num_classes else {}
+        self.age_groups, self.age_loss = age_groups(tasks.get("age")), age_loss(tasks.get("age"))
         if tasks:
             hidden = {int(spec.pop("hidden")) for spec in tasks.values() if "hidden" in spec} or {64}
             self.loss_weights.update({task: float(spec.get("weight", 1.0)) for task, spec in tasks.items()})
-            self.net = MultiTaskModel(self.net, tasks, hidden=hidden.pop())
+            self.net = MultiTaskModel(self.net, tasks, hidden=hidden.pop(), emotion=self.num_classes > 0)
         self.au_ids = [int(a) for a in tasks["au"]["ids"]] if "au" in tasks else []
         pos_weight = tasks.get("au", {}).get("pos_weight")
         if pos_weight not in (None, "balanced"):
@@ -82,7 +92,7 @@ class EmotionSystem(pl.LightningModule):
             self._load_net_weights(init_from)
         for stage in STAGES:  # one per stage, as Lightning wants metric objects
             setattr(self, f"{stage}_confusion", ConfusionMetric(self.num_classes))
-            setattr(self, f"{stage}_tasks", TaskMetric(len(self.au_ids)))
+            setattr(self, f"{stage}_tasks", TaskMetric(len(self.au_ids), self.age_groups))
         self.test_outputs: list[dict[str, torch.Tensor]] = []
 
     def _load_net_weights(self, path: str) -> None:
@@ -106,6 +116,15 @@ class EmotionSystem(pl.LightningModule):
         return self.net.modalities
 
     @property
+    def emotion(self) -> bool:
+        """Whether the model classifies emotion (``num_classes`` > 0)."""
+        return self.num_classes > 0
+
+    @property
+    def multitask(self) -> bool:
+        return isinstance(self.net, MultiTaskModel)
+
+    @property
     def targets(self) -> dict:
         """The other tasks whose targets batches must carry (the datamodule's ``targets``)."""
         return {task: (self.au_ids if task == "au" else None) for task in self.loss_weights if task != "emotion"}
@@ -117,30 +136,39 @@ class EmotionSystem(pl.LightningModule):
     def outputs(self, batch: dict) -> dict[str, torch.Tensor]:
         """Every task's output: ``emotion`` logits, and ``gender`` / ``age`` / ``au`` where the model has them."""
         inputs = self.inputs(batch, augment=self.training)
-        if isinstance(self.net, MultiTaskModel):
+        if self.multitask:
             return self.net.forward_tasks(**inputs)
         return {"emotion": self.net(**inputs)}
 
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, dict]:
         outputs = self.outputs(batch)
-        logits, n = outputs["emotion"], len(batch["label"])
-        loss = self.loss_weights["emotion"] * F.cross_entropy(logits, batch["label"], weight=self.class_weights)
+        n = len(batch["label"])
+        loss = 0.0
+        if self.emotion:
+            logits = outputs["emotion"]
+            # -1: a sample without an emotion label; where every sample of a batch lacks one the mean is
+            # 0 / 0, made 0 (its gradient is 0 already). With every label known this is the plain loss.
+            emotion_loss = torch.nan_to_num(F.cross_entropy(logits, batch["label"], weight=self.class_weights,
+                                                            ignore_index=-1), nan=0.0)
+            loss = self.loss_weights["emotion"] * emotion_loss
+            self._confusion(stage).update(logits.detach(), batch["label"])
         for task, weight in self.loss_weights.items():
             if task != "emotion":
-                task_loss = _task_loss(task, outputs[task], batch[task], self.au_pos_weight)
+                task_loss = _task_loss(task, outputs[task], batch[task], self.au_pos_weight, self.age_groups,
+                                       self.age_loss)
                 self.log(f"{stage}/{task}_loss", task_loss, on_step=False, on_epoch=True, batch_size=n)
                 loss = loss + weight * task_loss
-        self._confusion(stage).update(logits.detach(), batch["label"])
-        if len(self.loss_weights) > 1:
+        if self.multitask:
             getattr(self, f"{stage}_tasks").update({k: v.detach() for k, v in outputs.items()}, batch)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=n)
         return loss, outputs
 
     def _log_scores(self, stage: str) -> None:
-        s = self._confusion(stage).compute()
-        self.log_dict({f"{stage}/{k}": s[k] for k in METRIC_NAMES}, prog_bar=stage == "val")
-        self._confusion(stage).reset()
-        if len(self.loss_weights) > 1:
+        if self.emotion:
+            s = self._confusion(stage).compute()
+            self.log_dict({f"{stage}/{k}": s[k] for k in METRIC_NAMES}, prog_bar=stage == "val")
+            self._confusion(stage).reset()
+        if self.multitask:
             tasks = getattr(self, f"{stage}_tasks")
             self.log_dict({f"{stage}/{k}": v for k, v in tasks.compute().items()})
             tasks.reset()
@@ -153,12 +181,15 @@ class EmotionSystem(pl.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, outputs = self._step(batch, "test")
-        kept = dict(index=batch["index"].cpu(), label=batch["label"].cpu(),
-                    probs=outputs["emotion"].float().softmax(1).cpu())
+        kept = dict(index=batch["index"].cpu(), label=batch["label"].cpu())
+        if self.emotion:
+            kept["probs"] = outputs["emotion"].float().softmax(1).cpu()
         if "gender" in outputs:
             kept["p_male"] = outputs["gender"].float().softmax(1)[:, 1].cpu()
-        if "age" in outputs:
+        if "age" in outputs and self.age_groups is None:
             kept["age"] = outputs["age"].float().cpu()
+        elif "age" in outputs:
+            kept["age_group_probs"] = outputs["age"].float().softmax(1).cpu()
         if "au" in outputs:
             kept["p_au"] = outputs["au"].float().sigmoid().cpu()
         self.test_outputs.append(kept)
@@ -207,18 +238,26 @@ def _fused_on_cuda(factory: Callable[..., torch.optim.Optimizer],
     return functools.partial(factory, fused=True)
 
 
-def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor,
-               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None,
+               groups=None, age_loss: str = "l1") -> torch.Tensor:
     """A task's mean loss over the clips whose target is known (-1 gender, NaN age or action unit:
-    unknown); masked rather than indexed, so the device never waits on the host."""
+    unknown); masked rather than indexed, so the device never waits on the host. Age: L1 or squared
+    error in years, or with ``groups`` (:class:`~fer_mm.models.multitask.AgeGroups`) a cross-entropy
+    over the age's group."""
     if task == "gender":
         known = target >= 0
         each = F.cross_entropy(output.float(), target.clamp(min=0), reduction="none")
+    elif task == "age" and groups is not None:
+        known = ~torch.isnan(target)
+        each = F.cross_entropy(output.float(), groups.index(target), reduction="none")
     else:
         known = ~torch.isnan(target)
         safe = torch.where(known, target, torch.zeros_like(target))
-        each = F.l1_loss(output.float(), safe, reduction="none") if task == "age" else \
-            F.binary_cross_entropy_with_logits(output.float(), safe, reduction="none", pos_weight=pos_weight)
+        if task == "age":
+            each = F.l1_loss(output.float(), safe, reduction="none") if age_loss == "l1" else \
+                F.mse_loss(output.float(), safe, reduction="none")
+        else:
+            each = F.binary_cross_entropy_with_logits(output.float(), safe, reduction="none", pos_weight=pos_weight)
     return (each * known).sum() / known.sum().clamp(min=1)
 
 

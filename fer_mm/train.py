@@ -45,7 +45,7 @@ register_resolvers()
 
 
 def _balanced_weights(labels: np.ndarray, num_classes: int) -> list[float]:
-    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(float)  # -1: no emotion label
     return (counts.sum() / (num_classes * np.maximum(counts, 1))).tolist()
 
 
@@ -329,13 +329,14 @@ def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_h
     """The fold's predictions table and run record (what it was, what it saw, how it was selected:
     ``extra`` holds :func:`_selection`'s fields)."""
     out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in system.test_outputs[0]}
-    predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out["probs"],
-                                    datamodule.class_names, task_columns(out, datamodule.target_arrays, system.au_ids))
+    predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out.get("probs"),
+                                    datamodule.class_names, task_columns(out, datamodule.target_arrays, system.au_ids,
+                                                                         system.age_groups))
     split, rows = datamodule.split, datamodule.rows
     record = run_record(
         predictions=predictions, class_names=list(datamodule.class_names),
         logged={k: v for k, v in trainer.callback_metrics.items()},
-        baselines=target_baselines(datamodule.target_arrays, rows),
+        baselines=target_baselines(datamodule.target_arrays, rows, system.age_groups),
         experiment=cfg.task_name,
         fold=int(cfg.cv.fold),
         folds_total=datamodule.protocol.n_folds(datamodule.cache.clips["actor"].unique()),
@@ -354,6 +355,7 @@ def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_h
         world_size=int(trainer.world_size),
         seed=int(cfg.seed),
         data_root=str(datamodule.root),
+        **datamodule.record_fields(),
         **extra,
     )
     return predictions, record

@@ -26,7 +26,10 @@ CREMA_D_TWIN = "crema_d_twin"
 DATASET_TITLES = {CREMA_D: "real CREMA-D", CREMA_D_TWIN: "the synthetic CREMA-D twin (not real CREMA-D)",
                   "fer2013": "FER2013", "fer2013_twin": "the synthetic FER2013 twin (not real FER2013)",
                   "ckplus": "CK+", "ckplus_twin": "the synthetic CK+ twin (not real CK+)",
-                  "image_folder": "a folder of face images per class"}
+                  "image_folder": "a folder of face images per class",
+                  "utkface": "UTKFace", "utkface_twin": "the synthetic UTKFace twin (not real UTKFace)",
+                  "imdb_wiki": "IMDB-WIKI", "imdb_wiki_twin": "the synthetic IMDB-WIKI twin (not real IMDB-WIKI)",
+                  "mixed": "several datasets mixed (see the record's datasets)"}
 
 # the tasks a model can learn beside emotion (fer_mm.data.targets, fer_mm.models.multitask)
 TASKS = ("gender", "age", "au")
@@ -38,6 +41,8 @@ IMAGE_LABEL_SOURCES = {
     "fer2013": "FER2013's emotion column",
     "ckplus": "CK+'s emotion files (the last frames of a labelled sequence) and neutral first frames",
     "image_folder": "the image's class folder",
+    "utkface": "no emotion; gender, age and race from UTKFace's file names",
+    "imdb_wiki": "no emotion; gender, and age from date of birth and year taken, in IMDB-WIKI's .mat",
 }
 
 

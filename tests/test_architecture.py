@@ -22,7 +22,7 @@ LAYERS = (
     ("data: twins", ("fer_mm.data.twins",)),
     ("data: cache and batches", ("fer_mm.data.cache", "fer_mm.data.preprocessing", "fer_mm.data.images", "fer_mm.data.clips",
                                  "fer_mm.data.protocols", "fer_mm.data.targets")),
-    ("data: datamodule", ("fer_mm.data.datamodule",)),
+    ("data: datamodule", ("fer_mm.data.datamodule", "fer_mm.data.mixed")),
     ("models", ("fer_mm.models",)),
     ("system and records", ("fer_mm.system", "fer_mm.evaluation", "fer_mm.runs", "fer_mm.loggers", "fer_mm.stacked")),
     ("entry points", ("fer_mm.train", "fer_mm.report", "fer_mm.preprocess", "fer_mm.synth", "fer_mm.doctor")),

@@ -28,7 +28,7 @@ def test_protocol_sizes():
     assert loso.test == (1006,) and len(loso.val) == 9
     split = SpeakerSplit().split(ACTORS, 0)
     assert (len(split.train), len(split.val), len(split.test)) == (64, 9, 18)
-    assert set(PROTOCOLS) == {"loso", "speaker_kfold", "split", "speaker_partition", "released"}
+    assert set(PROTOCOLS) == {"loso", "speaker_kfold", "split", "speaker_partition", "released", "image_split"}
 
 
 def test_speaker_kfold_by_id_gives_the_published_five_folds():

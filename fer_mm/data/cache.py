@@ -83,10 +83,20 @@ def decoder_versions(names: tuple[str, ...] = ("opencv", "av")) -> dict:
     return {name: known[name] for name in names}
 
 
+def params_fields(params) -> dict:
+    """A params dataclass as a dict, less its ``optional_fields`` that hold their defaults: fields
+    added for a new format leave the other formats' keys and ``params.json`` as they were."""
+    fields = asdict(params)
+    for name in getattr(params, "optional_fields", ()):
+        if fields[name] == type(params).__dataclass_fields__[name].default:
+            del fields[name]
+    return fields
+
+
 def params_key(params, root: Path) -> str:
     """The cache folder's key: a hash of the preprocessing parameters (a dataclass), the data root and
     the versions of the decoders they name."""
-    text = json.dumps(dict(asdict(params), root=str(Path(root).resolve()), version=CACHE_VERSION,
+    text = json.dumps(dict(params_fields(params), root=str(Path(root).resolve()), version=CACHE_VERSION,
                            decoders=decoder_versions(params.decoders)), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -94,7 +104,7 @@ def params_key(params, root: Path) -> str:
 def other_decoder_caches(final: Path, root: Path, params) -> dict[Path, dict]:
     """Finished caches beside ``final`` of the same data and parameters under another key: made under
     other decoder versions, or by an older fer-mm whose key had none. Path -> their versions."""
-    mine = json.dumps(dict(asdict(params), version=CACHE_VERSION), sort_keys=True, default=str)
+    mine = json.dumps(dict(params_fields(params), version=CACHE_VERSION), sort_keys=True, default=str)
     found = {}
     for other in sorted(Path(final).parent.glob(final.name.rsplit("-", 1)[0] + "-*")):
         try:
@@ -140,7 +150,8 @@ def versions(p: PreprocessParams) -> dict:
 CREMA_D_COLUMNS = ("name", "actor", "sentence", "emotion", "level", "label")
 
 
-TEXT_COLUMNS = {c: str for c in ("name", "sentence", "emotion", "level", "part", "aus", "audio_notes")}
+TEXT_COLUMNS = {c: str for c in ("name", "sentence", "emotion", "level", "part", "aus", "audio_notes", "race", "box",
+                                  "dataset")}
 
 
 @dataclass(frozen=True)
@@ -227,7 +238,7 @@ LAYOUT_COLUMNS = ("n_frames", "fps", "video_offset", "n_samples", "audio_offset"
 def finish_cache(tmp: Path, final: Path, clips: pd.DataFrame, params, report: dict) -> ClipCache:
     """Write the tables of a cache whose arrays are in ``tmp``, then move it into place at ``final``."""
     clips.to_csv(tmp / "clips.csv", index=False)
-    (tmp / "params.json").write_text(json.dumps(dict(asdict(params), version=CACHE_VERSION,
+    (tmp / "params.json").write_text(json.dumps(dict(params_fields(params), version=CACHE_VERSION,
                                                      decoders=decoder_versions(params.decoders)), indent=2) + "\n")
     (tmp / "preprocess_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     if final.exists():

@@ -226,6 +226,10 @@ class ResidentLoader:
     asked out of turn (a run resumed from its last checkpoint) replays the draws before it from the
     seed. Without :meth:`set_epoch`, each pass draws the next epoch.
 
+    ``weights`` (one per row, training only): each epoch draws ``len(rows)`` rows with replacement,
+    each with probability proportional to its weight (datasets mixed in set shares), in place of a
+    permutation.
+
     Under DDP each process trains on its share of each epoch's order (every process draws the same
     order: the datamodule gives them all rank 0's seed), padded as DistributedSampler pads, so all
     processes take the same number of steps; evaluation runs on all rows everywhere, which leaves
@@ -235,9 +239,10 @@ class ResidentLoader:
     batch_sampler = None  # Lightning reads the sampler then, for its set_epoch
 
     def __init__(self, clips: ResidentClips, rows: np.ndarray, batch_size: int, train: bool, jitter: bool = True,
-                 seed: int | None = None):
+                 seed: int | None = None, weights: np.ndarray | None = None):
         self.clips, self.batch_size, self.train, self.jitter = clips, batch_size, train, jitter
         self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
         self.seed = (int(torch.randint(2**62, (1,))) if seed is None else int(seed)) if train else None
         self.generator = torch.Generator().manual_seed(self.seed) if train else None
         self.epoch, self.drawn = 0, 0  # the epoch the next pass draws; the epochs the generator has drawn
@@ -265,7 +270,10 @@ class ResidentLoader:
     def draw(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One epoch's draws, on the host: this process's rows in their order, and their frames'
         uniform jitter (None without jitter or video), drawn after the order as the batches drew it."""
-        rows = self.rows[torch.randperm(len(self.rows), generator=self.generator)]
+        if self.weights is None:
+            rows = self.rows[torch.randperm(len(self.rows), generator=self.generator)]
+        else:
+            rows = self.rows[torch.multinomial(self.weights, len(self.rows), replacement=True, generator=self.generator)]
         rank, processes = self._shard()
         padded = -(-len(rows) // processes) * processes
         rows = torch.cat([rows, rows[: padded - len(rows)]])[rank::processes]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fer_mm.data import targets as targets_io
 from fer_mm.data.cache import ClipCache, PreprocessParams, cache_path
@@ -152,6 +152,14 @@ class FaceDataModule(pl.LightningDataModule):
         """The subjects' sex and age by ``actor`` id, where the data has them (None otherwise)."""
         return None
 
+    def train_weights(self) -> np.ndarray | None:
+        """Each training row's sampling weight (None: every row once per epoch, shuffled)."""
+        return None
+
+    def record_fields(self) -> dict:
+        """What a run's record says about this data beyond the common fields (none here)."""
+        return {}
+
     def state_dict(self) -> dict:
         """Saved in every checkpoint (Lightning calls it): how faces and waveforms were made and what
         the classes are, so that inference on a new video prepares it exactly as training did."""
@@ -203,9 +211,12 @@ class FaceDataModule(pl.LightningDataModule):
                 # every process draws the same order: rank 0's seed (each draws one, keeping torch's generators alike)
                 seed = self.trainer.strategy.broadcast(int(torch.randint(2**62, (1,))), src=0)
             return ResidentLoader(self.resident(), self.rows[part], self.batch_size, train,
-                                  jitter=train and self.temporal_jitter, seed=seed)
-        return DataLoader(self.dataset(part), batch_size=self.batch_size, shuffle=train,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                  jitter=train and self.temporal_jitter, seed=seed,
+                                  weights=self.train_weights() if train else None)
+        weights = self.train_weights() if train else None
+        sampler = WeightedRandomSampler(weights, len(weights)) if weights is not None else None
+        return DataLoader(self.dataset(part), batch_size=self.batch_size, shuffle=train and sampler is None,
+                          sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self):
@@ -278,7 +289,8 @@ class ImageDataModule(FaceDataModule):
 
     Args:
         root: the set's folder in its released layout (see :mod:`fer_mm.data.images`); ``None``:
-            its synthetic twin, made under ``twin_dir`` from ``synthetic`` (FER2013 and CK+ only).
+            its synthetic twin, made under ``twin_dir`` from ``synthetic`` (FER2013, CK+, UTKFace
+            and IMDB-WIKI).
         twin_dir: where twins are made, one folder per set of ``synthetic`` parameters.
         synthetic: the twin's parameters (see :mod:`fer_mm.data.twins.images`); read only when
             ``root`` is None.
@@ -318,7 +330,7 @@ class ImageDataModule(FaceDataModule):
     def subject_independent(self) -> bool | None:
         if self.split is None:
             return None
-        if self.params.format == "fer2013":
+        if self.params.format in ("fer2013", "utkface"):
             return None  # no subject ids
         if self.params.format == "image_folder" and not self.params.subject_pattern:
             return False  # each image its own subject: a person's images may be in two parts

@@ -1,11 +1,14 @@
-"""Face image sets (FER2013, CK+, a folder per class) -> the cache CREMA-D's clips go into.
+"""Face image sets (FER2013, CK+, a folder per class; UTKFace and IMDB-WIKI, which label gender and
+age) -> the cache CREMA-D's clips go into.
 
 An image is cached as a clip of one frame and no audio: the same ``clips.csv``, ``video.u8``
 and report (see :mod:`fer_mm.data.cache`), so the datamodule, the protocols, training, the
 report and inference read image sets as they read CREMA-D. Besides CREMA-D's columns, an image
 cache's ``clips.csv`` holds ``part`` (the released split, where a set has one: FER2013's Usage,
 a folder set's ``train/``, ``val/``, ``test/``) and ``aus`` (the action units at that image,
-``1+2+5``; empty: none; ``?``: not coded).
+``1+2+5``; empty: none; ``?``: not coded). UTKFace's and IMDB-WIKI's caches also hold each image's
+``gender``, ``age``, ``race`` and ``box`` (the release's face box), and their ``label`` is -1: they
+label no emotion.
 
 A face is found by the configured detector (the largest one in the image) and cropped as
 video frames are (:func:`~fer_mm.data.media.faces.crop_faces`); FER2013's images are face crops
@@ -30,14 +33,17 @@ from fer_mm.data.cache import (ClipCache, PreprocessError, SampleSource, cache_p
                                versions)
 from fer_mm.data.media.faces import DEFAULT_DETECTOR, FaceDetector, NoFaceError, crop_faces, make_detector, track_faces
 from fer_mm.data.preprocessing import build_cache, check_media_file
-from fer_mm.data.sources import ckplus, fer2013
+from fer_mm.data.media.faces import crop_faces as crop_boxes
+from fer_mm.data.sources import ckplus, fer2013, imdb_wiki, utkface
 from fer_mm.data.sources.folders import folder_layout, scan_image_folder
-from fer_mm.data.twins import images as image_twins
+from fer_mm.data.twins import attributes as attribute_twins, images as image_twins
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("fer2013", "ckplus", "image_folder")
+FORMATS = ("fer2013", "ckplus", "image_folder", "utkface", "imdb_wiki")
+ATTRIBUTE_FORMATS = ("utkface", "imdb_wiki")  # gender and age per image, no emotion
 COLUMNS = ("name", "actor", "sentence", "emotion", "level", "label", "part", "aus")
+ATTRIBUTE_COLUMNS = (*COLUMNS, "gender", "age", "race", "box")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,17 @@ class ImagePreprocessParams:
         subject_pattern: a folder set's subject id: a regular expression searched in each file's
             name, its first group (or the group ``subject``) the id. Without it each image counts
             as its own subject, and the run says that its folds are not subject-independent.
+        release_boxes: UTKFace (in-the-wild parts: its landmarks' box) and IMDB-WIKI
+            (``face_location``): crop each face from the release's box where it has one, else as
+            ``detect`` says.
+        layout: UTKFace: ``UTKFace``, ``crop_part1`` or ``wild`` (``part1-3`` with their landmark
+            lists); None: the first of them found.
+        sets: IMDB-WIKI: ``[imdb]``, ``[wiki]`` or both (None: those found).
+        min_face_score, drop_second_face, min_age, max_age: IMDB-WIKI's filters: the release's
+            face detector's score at least ``min_face_score``, no second face, an age in range.
+
+    The fields after ``subject_pattern`` enter the cache's key only where they differ from their
+    defaults, so the caches of the other formats keep their keys.
     """
 
     format: str = "image_folder"
@@ -68,7 +85,16 @@ class ImagePreprocessParams:
     neutral_first: bool = True
     classes: tuple | None = None
     subject_pattern: str | None = None
+    release_boxes: bool = True
+    layout: str | None = None
+    sets: tuple | None = None
+    min_face_score: float = 1.0
+    drop_second_face: bool = True
+    min_age: float = 0.0
+    max_age: float = 100.0
     decoders: ClassVar[tuple[str, ...]] = ("opencv",)  # images are read and resized by OpenCV alone
+    optional_fields: ClassVar[tuple[str, ...]] = ("release_boxes", "layout", "sets", "min_face_score",
+                                                  "drop_second_face", "min_age", "max_age")
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -77,6 +103,13 @@ class ImagePreprocessParams:
             raise ValueError(f"data.preprocess.peak_frames must be at least 1, got {self.peak_frames}")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
+        if self.sets is not None:
+            object.__setattr__(self, "sets", tuple(self.sets))
+        if self.layout is not None and self.layout not in utkface.LAYOUTS:
+            raise ValueError(f"data.preprocess.layout={self.layout!r}: use one of {list(utkface.LAYOUTS)} or null")
+        unknown = sorted(set(self.sets or ()) - set(imdb_wiki.SETS))
+        if unknown:
+            raise ValueError(f"data.preprocess.sets: {unknown[0]!r} is not a set of IMDB-WIKI; use {list(imdb_wiki.SETS)}")
         if self.subject_pattern is not None:
             try:
                 re.compile(self.subject_pattern)
@@ -112,8 +145,9 @@ def face_crop(image: np.ndarray, p: ImagePreprocessParams, detector: FaceDetecto
 
 
 def process_image(args: tuple) -> dict:
-    """One image's face, as :func:`~fer_mm.data.preprocessing.process_clip` gives a clip's (or ``{"skip": reason}``)."""
-    name, path, params = args
+    """One image's face, as :func:`~fer_mm.data.preprocessing.process_clip` gives a clip's (or ``{"skip": reason}``);
+    cropped from the release's ``box`` (``x,y,w,h``) where one is given and ``release_boxes`` is on."""
+    name, path, params, box = args
     try:
         p = ImagePreprocessParams(**params)
         problem = check_media_file(path)
@@ -124,6 +158,11 @@ def process_image(args: tuple) -> dict:
         except ValueError as err:
             return dict(name=name, skip=f"unreadable image: {err}")
         try:
+            if box and p.release_boxes:
+                face = crop_boxes(image[None], np.array([[float(v) for v in box.split(",")]]), p.face_height,
+                                  p.face_width)[0]
+                return dict(name=name, faces=face[None], audio=np.zeros(0, np.int16), fps=0.0, faces_missing=0,
+                            audio_notes="")
             detector = make_detector(p.detector, shared=True, **p.detector_kwargs) if p.detect else None
             face = face_crop(image, p, detector)
         except NoFaceError:
@@ -140,8 +179,13 @@ def process_image(args: tuple) -> dict:
 def image_source(p: ImagePreprocessParams, scan) -> SampleSource:
     """A :class:`~fer_mm.data.cache.SampleSource` over the rows ``scan(root)`` gives, one image each."""
     params = asdict(p)
-    return SampleSource(scan=scan, job=lambda r: (r.name, r.path, params), process=process_image,
-                                 columns=COLUMNS)
+    attributes = p.format in ATTRIBUTE_FORMATS
+    return SampleSource(scan=scan, job=lambda r: (r.name, r.path, params, getattr(r, "box", "")),
+                        process=process_image, columns=ATTRIBUTE_COLUMNS if attributes else COLUMNS)
+
+
+SCANS = {"ckplus": ckplus.scan, "image_folder": lambda r, p: scan_image_folder(r, p)[0], "utkface": utkface.scan,
+         "imdb_wiki": imdb_wiki.scan}
 
 
 def build_image_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams, workers: int = 0,
@@ -149,8 +193,9 @@ def build_image_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams, wor
     """The image set under ``root`` in its ``format``, cached (or the finished cache opened)."""
     if p.format == "fer2013":
         return build_fer2013_cache(root, cache_dir, p)
-    scan = (lambda r: ckplus.scan(r, p)) if p.format == "ckplus" else (lambda r: scan_image_folder(r, p)[0])
-    return build_cache(root, cache_dir, p, workers=workers, progress=progress, source=image_source(p, scan))
+    scan = SCANS[p.format]
+    return build_cache(root, cache_dir, p, workers=workers, progress=progress,
+                       source=image_source(p, lambda r: scan(r, p)))
 
 
 def build_fer2013_cache(root: Path, cache_dir: Path, p: ImagePreprocessParams) -> ClipCache:
@@ -200,17 +245,22 @@ def class_names(root: Path, p: ImagePreprocessParams) -> tuple[str, ...]:
         return fer2013.CLASS_NAMES
     if p.format == "ckplus":
         return ckplus.CLASS_NAMES
+    if p.format in ATTRIBUTE_FORMATS:
+        return ()  # no emotion labels
     return tuple(p.classes) if p.classes else folder_layout(root)[1]
 
 
 # ------------------------------------------------------------------------------ twins
 
-TWIN_KEYS = {"fer2013": ("subjects", "images_per_subject", "seed", "difficulty"), "ckplus": ("subjects", "seed")}
+TWIN_KEYS = {"fer2013": ("subjects", "images_per_subject", "seed", "difficulty"), "ckplus": ("subjects", "seed"),
+             "utkface": ("images", "seed", "age_noise", "gender_flip"),
+             "imdb_wiki": ("celebrities", "images_per_celebrity", "wiki_images", "seed", "age_noise", "gender_flip")}
 
 
 def twin_folder(fmt: str, synthetic: dict) -> str:
     """The twin's folder under its ``twin_dir``, named by its parameters (twins of other parameters
-    never share one): ``120x25_d0.3_seed0`` (FER2013), ``24_seed0`` (CK+)."""
+    never share one): ``120x25_d0.3_seed0`` (FER2013), ``24_seed0`` (CK+), ``2000_a4.0_g0.05_seed0``
+    (UTKFace), ``150x8+200_a4.0_g0.05_seed0`` (IMDB-WIKI)."""
     if fmt not in TWIN_KEYS:
         raise ValueError(f"data={fmt} has no synthetic twin: set data.root")
     missing = [k for k in TWIN_KEYS[fmt] if k not in synthetic]
@@ -219,6 +269,11 @@ def twin_folder(fmt: str, synthetic: dict) -> str:
     s = synthetic
     if fmt == "fer2013":
         return f"{s['subjects']}x{s['images_per_subject']}_d{s['difficulty']!r}_seed{s['seed']}"
+    if fmt == "utkface":
+        return f"{s['images']}_a{s['age_noise']!r}_g{s['gender_flip']!r}_seed{s['seed']}"
+    if fmt == "imdb_wiki":
+        return (f"{s['celebrities']}x{s['images_per_celebrity']}+{s['wiki_images']}_a{s['age_noise']!r}_"
+                f"g{s['gender_flip']!r}_seed{s['seed']}")
     return f"{s['subjects']}_seed{s['seed']}"
 
 
@@ -228,6 +283,10 @@ def generate_twin(fmt: str, root: Path, synthetic: dict, workers: int = 0, progr
     unknown = sorted(set(synthetic) - set(TWIN_KEYS[fmt]))
     if unknown:
         raise ValueError(f"data.synthetic.{unknown[0]}: not a parameter of the {fmt} twin ({list(TWIN_KEYS[fmt])})")
+    if fmt == "utkface":
+        return attribute_twins.generate_utkface(root, **synthetic, workers=workers, progress=progress)
+    if fmt == "imdb_wiki":
+        return attribute_twins.generate_imdb_wiki(root, **synthetic, workers=workers, progress=progress)
     if fmt == "fer2013":
         return image_twins.generate_fer2013(root, n_subjects=synthetic["subjects"],
                                             images_per_subject=synthetic["images_per_subject"], seed=synthetic["seed"],

@@ -125,6 +125,38 @@ class ReleasedSplit(Protocol):
         return split, rows
 
 
+class ImageSplit(Protocol):
+    """One random split of the images into train / val / test (70/10/20 by default), seeded: for data
+    released with no subject ids and no split (UTKFace). Whether a person is in two parts cannot be
+    known then, and runs record it as unknown. Data with subject ids is refused: split it by subject.
+    """
+
+    name = "image_split"
+
+    def __init__(self, train: float = 0.7, val: float = 0.1, test: float = 0.2, seed: int = 0):
+        if abs(train + val + test - 1) > 1e-6 or min(train, val, test) <= 0:
+            raise ValueError(f"cv.protocol.train + cv.protocol.val + cv.protocol.test must be 1, each above 0, "
+                             f"got {train} + {val} + {test}")
+        super().__init__(val, seed)
+        self.shares = (train, val, test)
+
+    def n_folds(self, actors: Sequence[int]) -> int:
+        return 1
+
+    def assign(self, clips: pd.DataFrame, fold: int) -> tuple[Split, dict[str, np.ndarray]]:
+        if fold != 0:
+            raise ValueError(f"cv.fold={fold} is out of range: cv={self.name} has one fold (use 0)")
+        if (clips["actor"] >= 0).any():
+            raise ValueError(f"cv={self.name} splits images at random, for data without subject ids; this data has "
+                             f"subject ids: split it by subject (cv=split, cv=speaker_kfold)")
+        order = np.random.default_rng([self.seed, fold]).permutation(len(clips))
+        n_test = max(1, int(round(self.shares[2] * len(clips))))
+        n_val = max(1, int(round(self.shares[1] * len(clips))))
+        rows = dict(test=np.sort(order[:n_test]), val=np.sort(order[n_test:n_test + n_val]),
+                    train=np.sort(order[n_test + n_val:]))
+        return Split(fold, (-1,), (-1,), (-1,)), rows
+
+
 class LeaveOneSubjectOut(Protocol):
     """Fold k tests on the k-th actor (sorted by id); validation actors are drawn from the rest."""
 
@@ -247,4 +279,5 @@ class SpeakerPartition(Protocol):
         return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-PROTOCOLS = {p.name: p for p in (LeaveOneSubjectOut, SpeakerKFold, SpeakerSplit, SpeakerPartition, ReleasedSplit)}
+PROTOCOLS = {p.name: p for p in (LeaveOneSubjectOut, SpeakerKFold, SpeakerSplit, SpeakerPartition, ReleasedSplit,
+                                  ImageSplit)}

@@ -1,13 +1,16 @@
 """The targets of the tasks beside emotion: gender, age and action units, by cache row.
 
-- ``gender``: 0 female, 1 male (:data:`fer_mm.vocab.GENDER_NAMES`), -1 unknown; from the subjects' table
-  (CREMA-D's ``VideoDemographics.csv``: its ``Sex``);
-- ``age``: years, NaN unknown; from the same table (``Age``);
+- ``gender``: 0 female, 1 male (:data:`fer_mm.vocab.GENDER_NAMES`), -1 unknown; per image where the
+  cache has a ``gender`` column (UTKFace's file names, IMDB-WIKI's ``.mat``), else from the subjects'
+  table (CREMA-D's ``VideoDemographics.csv``: its ``Sex``);
+- ``age``: years, NaN unknown; per image from an ``age`` column (an IMDB-WIKI celebrity's age
+  changes from photo to photo), else from the subjects' table (``Age``);
 - ``au``: one column per requested action unit, 1 present, 0 absent, NaN not coded; from an
   image cache's ``aus`` column (CK+'s FACS files).
 
-Gender and age are constant per subject: a model can only be said to read them from faces or
-voices when the test subjects were never seen in training, which every protocol here ensures.
+Gender (and, within one recording session, age) is constant per subject: a model can only be said to
+read them from faces or voices when the test subjects were never seen in training, which every
+subject protocol here ensures (UTKFace has no subject ids: its runs say so).
 """
 
 from __future__ import annotations
@@ -54,7 +57,18 @@ def target_arrays(clips: pd.DataFrame, tasks: dict, subjects: pd.DataFrame | Non
     """Each requested task's targets by cache row; a task the data has no labels for is refused by name."""
     out = {}
     for task, spec in tasks.items():
-        if task in ("gender", "age"):
+        if task in ("gender", "age") and task in clips:  # per image: a dataset that labels each one
+            values = pd.to_numeric(clips[task].replace("", np.nan), errors="coerce")
+            known = values.notna() & (values >= 0)
+            if not known.any():
+                raise ValueError(f"model.tasks.{task}: {dataset} has no {task} label on any sample; drop the task "
+                                 f"for this data")
+            if (~known).any():
+                log.info("model.tasks.%s: %d of %d samples have no %s label (left out of its loss and metrics)",
+                         task, int((~known).sum()), len(clips), task)
+            out[task] = values.where(known, -1).to_numpy(np.int64) if task == "gender" else \
+                values.where(known).to_numpy(np.float32)
+        elif task in ("gender", "age"):
             if subjects is None:
                 raise ValueError(f"model.tasks.{task}: {dataset} has no {task} labels (they come from a subjects table "
                                  f"such as CREMA-D's VideoDemographics.csv); drop the task for this data")

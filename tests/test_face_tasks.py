@@ -1,0 +1,168 @@
+"""Gender and age beside emotion across datasets: age as regression or groups, samples without an
+emotion label, the random image split, weighted sampling, and a mixed FER2013 + UTKFace run whose
+record scores each task over the samples that have its target only. The sets are written here as
+released (FER2013's csv, UTKFace's file names), without fer-mm's writers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fer_mm.data.clips import ResidentLoader
+from fer_mm.data.protocols import ImageSplit
+from fer_mm.evaluation import ConfusionMetric, TaskMetric, predictions_table, task_scores
+from fer_mm.models.multitask import AgeGroups
+from fer_mm.system import EmotionSystem
+from fer_mm.train import train
+
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def write_fer2013(root: Path, per_usage: dict[str, int], seed: int = 0) -> Path:
+    """FER2013's csv (``emotion,pixels,Usage``), each face a gray level by its class plus noise."""
+    rng = np.random.default_rng(seed)
+    lines = ["emotion,pixels,Usage"]
+    for usage, n in per_usage.items():
+        for i in range(n):
+            label = i % len(FER_CLASSES)
+            face = np.clip(rng.normal(30 + 30 * label, 10, 48 * 48), 0, 255).astype(int)
+            lines.append(f"{label},{' '.join(map(str, face))},{usage}")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "fer2013.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_utkface(root: Path, n: int, seed: int = 0) -> Path:
+    """UTKFace's aligned crops: ``UTKFace/[age]_[gender]_[race]_[date&time].jpg.chip.jpg`` (gender 0 male),
+    brighter with age, striped for men; plus one of the release's malformed names (no race)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "UTKFace"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        age, male = int(rng.integers(1, 80)), int(rng.integers(0, 2))
+        image = np.full((200, 200, 3), 40 + 2 * age, np.uint8)
+        if male:
+            image[::8] = 0
+        cv2.imwrite(str(folder / f"{age}_{1 - male}_{int(rng.integers(0, 5))}_20170109{i:09d}.jpg.chip.jpg"), image)
+    cv2.imwrite(str(folder / "39_1_20170116174525125.jpg.chip.jpg"), np.zeros((200, 200, 3), np.uint8))
+    return root
+
+
+def test_age_groups_bounds_centres_and_names():
+    groups = AgeGroups([0, 5, 10, 20])
+    assert groups.names == ["0-4", "5-9", "10-19", "20+"] and groups.centres == [2.5, 7.5, 15.0, 25.0]
+    assert groups.index(torch.tensor([0.0, 4.99, 5.0, 19.0, 20.0, 99.0])).tolist() == [0, 0, 1, 2, 3, 3]
+    with pytest.raises(ValueError, match=r"model.tasks.age.groups=\[5.0, 5.0\]: give at least two increasing"):
+        AgeGroups([5, 5])
+
+
+def test_samples_without_an_emotion_label_count_in_no_emotion_figure():
+    metric = ConfusionMetric(3)
+    metric.update(torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]]), torch.tensor([0, -1, 1]))
+    assert metric.confusion.tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
+    clips = pd.DataFrame(dict(name=["a", "b", "c"], actor=-1, sentence="", level=""))
+    table = predictions_table(clips, np.array([0, -1, 1]), np.eye(3)[[0, 1, 2]], ["x", "y", "z"])
+    assert table["label_name"].tolist() == ["x", "", "y"]
+
+
+def test_a_batch_without_emotion_labels_adds_no_loss_and_no_gradient():
+    system = EmotionSystem(net=dict(name="mini_xception", num_classes=3),
+                           inputs=dict(frames=1, sample_rate=None), tasks=dict(age=dict(weight=1.0)))
+    batch = dict(video=torch.randint(0, 255, (4, 1, 48, 48), dtype=torch.uint8), label=torch.full((4,), -1),
+                 age=torch.tensor([10.0, 20.0, 30.0, 40.0]), index=torch.arange(4))
+    loss = system.training_step(batch, 0)
+    loss.backward()
+    head = system.net.base.head[-1].weight
+    assert torch.isfinite(loss) and head.grad is not None and torch.count_nonzero(head.grad) == 0
+
+
+@pytest.mark.parametrize("loss", ["l1", "mse"])
+def test_age_regression_loss_is_the_configured_one(loss):
+    system = EmotionSystem(net=dict(name="mini_xception", num_classes=0),
+                           inputs=dict(frames=1, sample_rate=None), tasks=dict(age=dict(loss=loss)))
+    batch = dict(video=torch.zeros(2, 1, 48, 48, dtype=torch.uint8), label=torch.full((2,), -1),
+                 age=torch.tensor([float("nan"), 45.0]), index=torch.arange(2))
+    system.eval()
+    loss_value = system.training_step(batch, 0)
+    error = float(system.outputs(batch)["age"][1].detach() - 45.0)
+    assert float(loss_value) == pytest.approx(abs(error) if loss == "l1" else error ** 2, rel=1e-5)
+
+
+def test_age_groups_are_scored_by_group_and_by_the_groups_centres():
+    groups = AgeGroups([0, 20, 40])
+    metric = TaskMetric(age_groups=groups)
+    logits = torch.tensor([[9.0, 0, 0], [0, 9.0, 0], [0, 0, 9.0], [9.0, 0, 0]])
+    metric.update(dict(age=logits), dict(age=torch.tensor([5.0, 35.0, 20.0, float("nan")])))
+    out = {k: float(v) for k, v in metric.compute().items()}
+    # predicted centres 10, 30, 50 against 5, 35, 20: errors 5, 5, 30
+    assert out == pytest.approx(dict(age_mae=40 / 3, age_within5=2 / 3, age_group_acc=2 / 3))
+    clips = pd.DataFrame(dict(name=list("abcd"), actor=-1, sentence="", level=""))
+    table = predictions_table(clips, np.full(4, -1), None, [], dict(
+        age=(np.array([5.0, 35.0, 20.0, np.nan]), logits.softmax(1).numpy()), age_groups=groups))
+    scores = task_scores(table)["age"]
+    assert scores["mae"] == pytest.approx(out["age_mae"]) and scores["group_acc"] == pytest.approx(2 / 3)
+    assert scores["per_group_acc"] == {"0-19": 1.0, "20-39": 0.5} and scores["n"] == 3
+
+
+def test_image_split_is_one_seeded_split_and_refuses_subject_ids():
+    clips = pd.DataFrame(dict(actor=np.full(100, -1)))
+    split, rows = ImageSplit(seed=3).assign(clips, 0)
+    assert [len(rows[p]) for p in ("train", "val", "test")] == [70, 10, 20]
+    assert len(np.unique(np.concatenate(list(rows.values())))) == 100
+    assert all((rows[p] == ImageSplit(seed=3).assign(clips, 0)[1][p]).all() for p in rows)
+    with pytest.raises(ValueError, match="cv=image_split splits images at random, for data without subject ids"):
+        ImageSplit().assign(pd.DataFrame(dict(actor=[1, 2, 3])), 0)
+
+
+def test_weighted_training_draws_each_dataset_in_its_share():
+    class Clips:  # only what the loader reads: the modalities it gathers, and where rows live
+        spec = type("Spec", (), {"modalities": (), "frames": 1})()
+
+        def upload(self, t):
+            return t
+
+        def batch(self, rows, uniform=None):
+            return rows
+
+    rows = np.arange(1000)  # 900 of one dataset, 100 of another: drawn half and half
+    weights = np.where(rows < 900, 0.5 / 900, 0.5 / 100)
+    drawn = torch.cat(list(ResidentLoader(Clips(), rows, 100, train=True, seed=0, weights=weights)))
+    assert len(drawn) == 1000 and 0.44 < float((drawn >= 900).float().mean()) < 0.56
+
+
+def test_a_mixed_run_scores_each_task_over_the_samples_that_have_its_target(make_cfg, tmp_path):
+    fer = write_fer2013(tmp_path / "fer2013", dict(Training=42, PublicTest=14, PrivateTest=14))
+    utk = write_utkface(tmp_path / "utk", 60)
+    cfg = make_cfg(tmp_path / "run", [
+        "experiment=faces_multitask", f"data.datasets.fer2013.root={fer}", f"data.datasets.utkface.root={utk}",
+        f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1", "data.progress=false",
+        "trainer.enable_progress_bar=false", "logger=csv"])
+    record = train(cfg)
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    fer_rows, utk_rows = (predictions[predictions["dataset"] == d] for d in ("fer2013", "utkface"))
+    assert len(fer_rows) == 14 and len(utk_rows) == 12  # PrivateTest, and 20% of the 60 usable faces
+    assert (fer_rows["label"] >= 0).all() and (utk_rows["label"] == -1).all()
+    assert (fer_rows["gender"] == -1).all() and fer_rows["age"].isna().all()
+    # emotion over FER2013's faces only, gender and age over UTKFace's only
+    assert record["test/acc"] == pytest.approx((fer_rows["pred"] == fer_rows["label"]).mean())
+    assert sum(map(sum, record["confusion"])) == 14
+    gender, age = record["tasks"]["gender"], record["tasks"]["age"]
+    assert gender["n"] == age["n"] == 12
+    assert gender["acc"] == pytest.approx((utk_rows["pred_gender"] == utk_rows["gender"]).mean())
+    assert record["test/gender_acc"] == pytest.approx(gender["acc"], abs=1e-6)
+    assert age["mae"] == pytest.approx((utk_rows["pred_age"] - utk_rows["age"]).abs().mean())
+    assert record["test/age_mae"] == pytest.approx(age["mae"], rel=1e-5)
+    assert record["per_dataset"]["fer2013"]["n_emotion"] == 14 and "tasks" not in record["per_dataset"]["fer2013"]
+    assert set(record["per_dataset"]["utkface"]["tasks"]) == {"gender", "age"}
+    datasets = record["datasets"]
+    assert datasets["fer2013"]["protocol"] == "released" and datasets["utkface"]["protocol"] == "image_split"
+    assert datasets["utkface"]["subject_independent"] is None and record["speaker_independent"] is None
+    assert datasets["fer2013"]["weight"] == datasets["utkface"]["weight"] == 0.5
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["tasks"] == record["tasks"]
