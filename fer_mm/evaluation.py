@@ -66,7 +66,10 @@ def scores(confusion: np.ndarray) -> dict:
 
 
 def prediction_scores(predictions: pd.DataFrame, num_classes: int) -> dict:
-    """:func:`scores` of a predictions table (``label`` and ``pred`` columns)."""
+    """:func:`scores` of a predictions table (``label`` and ``pred`` columns); NaN scores for a model
+    without emotion classes (its table has no such columns)."""
+    if not num_classes or "label" not in predictions:
+        return scores(np.zeros((0, 0)))
     return scores(confusion_matrix(predictions["label"], predictions["pred"], num_classes))
 
 

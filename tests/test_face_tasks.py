@@ -166,3 +166,93 @@ def test_a_mixed_run_scores_each_task_over_the_samples_that_have_its_target(make
     assert datasets["fer2013"]["weight"] == datasets["utkface"]["weight"] == 0.5
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["tasks"] == record["tasks"]
+
+
+def cell(values: list) -> np.ndarray:
+    """A MATLAB 1xN cell array, as savemat writes an object array."""
+    out = np.empty((1, len(values)), dtype=object)
+    for i, v in enumerate(values):
+        out[0, i] = v
+    return out
+
+
+def write_imdb_wiki(root: Path, celebrities: int, per_celebrity: int, seed: int = 0) -> dict[str, str]:
+    """``imdb_crop/imdb.mat`` with its images, and ``wiki_crop/wiki.mat`` whose entries carry the same names
+    (one each), as the release writes them; returns each image's person (name) by the record's ``name``."""
+    from datetime import date
+
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    person, names = {}, [f"Person {i}" for i in range(celebrities)]
+    for set_name, n_per in (("imdb", per_celebrity), ("wiki", 1)):
+        folder = root / f"{set_name}_crop"
+        rows = []
+        for c, name in enumerate(names):
+            for k in range(n_per):
+                path = f"{(c + k) % 100:02d}/{set_name}{c}_{k}.jpg"
+                (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / path), rng.integers(0, 255, (120, 100, 3), dtype=np.uint8))
+                born = date(1950 + c, 3, 1)
+                rows.append((path, born.toordinal() + 366.0, 1990 + c + k, float(c % 2) if k else np.nan, name, c + 1))
+                person[f"{set_name}/{path}"] = name
+        struct = dict(dob=np.array([[r[1] for r in rows]]), photo_taken=np.array([[r[2] for r in rows]], float),
+                      full_path=cell([r[0] for r in rows]), gender=np.array([[r[3] for r in rows]]),
+                      name=cell([r[4] for r in rows]),
+                      face_location=cell([np.array([[20.0, 20.0, 80.0, 100.0]]) for _ in rows]),
+                      face_score=np.full((1, len(rows)), 3.0), second_face_score=np.full((1, len(rows)), np.nan))
+        if set_name == "imdb":
+            struct.update(celeb_names=cell(names), celeb_id=np.array([[float(r[5]) for r in rows]]))
+        savemat(folder / f"{set_name}.mat", {set_name: struct})
+    return person
+
+
+def test_imdb_wiki_folds_never_put_one_person_in_two_parts(make_cfg, tmp_path):
+    import hydra
+
+    from fer_mm.data.datamodule import ImageDataModule
+
+    person = write_imdb_wiki(tmp_path / "imdb_wiki", celebrities=12, per_celebrity=3)
+    cfg = make_cfg(tmp_path / "run", ["experiment=imdb_wiki_gender_age", f"data.root={tmp_path / 'imdb_wiki'}",
+                                      f"paths.cache_dir={tmp_path / 'cache'}", "data.progress=false"])
+    folds = 0
+    for fold in range(cfg.cv.protocol.k):
+        cfg.data.fold = fold
+        datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data, clip_spec=dict(
+            modalities=["video"], frames=1, sample_rate=16000, max_audio_samples=16000), targets={"age": None})
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        clips = datamodule.cache.clips
+        people = {part: {person[n] for n in clips["name"].iloc[rows]} for part, rows in datamodule.rows.items()}
+        assert not (people["train"] & people["val"] or people["train"] & people["test"] or people["val"] & people["test"])
+        assert datamodule.subject_independent is True
+        folds += 1
+    assert folds == 5 and len(clips) == 12 * 4  # the wiki entry of each person joined its IMDB self
+    gender = pd.to_numeric(clips["gender"])
+    assert (gender == -1).sum() == 12 + 12  # the NaN genders: each person's first IMDB photo and their wiki one
+
+
+def test_an_unreadable_image_and_a_malformed_name_are_named_and_skipped(make_cfg, tmp_path):
+    import hydra
+
+    root = write_utkface(tmp_path / "utk", 5)
+    (root / "UTKFace" / "30_0_1_20170109000000099.jpg.chip.jpg").write_bytes(b"not a jpeg")
+    cfg = make_cfg(tmp_path / "run", ["experiment=utkface_age", f"data.root={root}",
+                                      f"paths.cache_dir={tmp_path / 'cache'}", "data.progress=false"])
+    cache = hydra.utils.instantiate(cfg.data).prepare_data()
+    skipped = cache.report["skipped"]
+    assert len(cache) == 5
+    assert skipped["UTKFace/30_0_1_20170109000000099.jpg.chip.jpg"].startswith("unreadable image")
+    assert "race field missing" in skipped["UTKFace/39_1_20170116174525125.jpg.chip.jpg"]
+
+
+def test_a_folder_of_neither_format_is_named(make_cfg, tmp_path):
+    import hydra
+
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "holiday.jpg"), np.zeros((10, 10, 3), np.uint8))
+    for data in ("utkface", "imdb_wiki"):
+        cfg = make_cfg(tmp_path / "run", [f"data={data}", "model=mini_xception", f"data.root={tmp_path / 'photos'}",
+                                          f"paths.cache_dir={tmp_path / 'cache'}", "data.progress=false"])
+        with pytest.raises(FileNotFoundError, match=f"data.root={tmp_path / 'photos'}"):
+            hydra.utils.instantiate(cfg.data).prepare_data()

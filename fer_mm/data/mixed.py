@@ -221,7 +221,9 @@ def join_caches(caches: dict[str, ClipCache], class_names: tuple, final: Path, p
     (tmp / "params.json").write_text(json.dumps(dict(params, mixed=[str(c.path) for c in caches.values()]),
                                                 indent=2) + "\n")
     report = dict(datasets={name: dict(cache=str(c.path), clips=len(c)) for name, c in caches.items()},
-                  cached_clips=len(clips), skipped_count=0, skipped={})
+                  cached_clips=len(clips), actors=int(clips.loc[clips["actor"] >= 0, "actor"].nunique()),
+                  skipped_count=0, skipped={}, frames_without_face=0,  # each dataset's own report has its skips
+                  clips_per_emotion=clips["emotion"].replace("", "(none)").value_counts().sort_index().to_dict())
     (tmp / "preprocess_report.json").write_text(json.dumps(report, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)

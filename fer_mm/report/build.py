@@ -99,6 +99,8 @@ def _figures(summaries: list[dict], experiments: dict[str, Experiment], out_dir:
     """Draws the figures into ``out_dir``: {title: file name}, in the order results.md shows them."""
     images = {}
     for s, exp in zip(summaries, experiments.values()):
+        if not s["class_names"]:  # a model without emotion classes (gender and age only)
+            continue
         name = f"confusion_{exp.slug}.png"
         plot_confusion(np.array(s["pooled"]["confusion"]), f"{exp.key}: pooled over {s['folds_found']} folds",
                        out_dir / name, s["class_names"])

@@ -155,9 +155,10 @@ def _task_summary(exp: Experiment, folds: list[int]) -> dict:
     table = pd.concat([exp.predictions[f] for f in folds], ignore_index=True)
     pooled = task_scores(table)
     for task, scores in pooled.items():
-        weighted = [(t[task]["baseline"], t[task]["n"]) for t in per_fold.values() if "baseline" in t.get(task, {})]
-        if weighted and len(weighted) == len(folds):
-            scores["baseline"] = float(sum(b * n for b, n in weighted) / max(sum(n for _, n in weighted), 1))
+        for key in ("baseline", "baseline_within5", "baseline_group_acc"):
+            weighted = [(t[task][key], t[task]["n"]) for t in per_fold.values() if key in t.get(task, {})]
+            if weighted and len(weighted) == len(folds):
+                scores[key] = float(sum(b * n for b, n in weighted) / max(sum(n for _, n in weighted), 1))
     # the emotion scores beside them, so that one table shows what the heads cost or bring
     pooled["emotion"] = {k: v for k, v in prediction_scores(table, n).items() if k in ("acc", "uar", "f1")}
     for f, t in per_fold.items():

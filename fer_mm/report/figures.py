@@ -64,7 +64,7 @@ def plot_fold_accuracy(summaries: list[dict], path: Path) -> None:
 def _chance(ax, summaries: list[dict]) -> None:
     """A chance line where all experiments share one number of classes."""
     sizes = {len(s["class_names"]) for s in summaries}
-    if len(sizes) == 1:
+    if len(sizes) == 1 and 0 not in sizes:  # 0: models without emotion classes
         ax.axhline(100 / sizes.pop(), color="grey", lw=0.8, ls="--", label="chance")
 
 

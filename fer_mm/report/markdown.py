@@ -94,7 +94,7 @@ def _experiment_lines(summaries: list[dict]) -> list[str]:
 def _recall_lines(summaries: list[dict]) -> list[str]:
     """Per-class recall: one table per label set."""
     lines = ["", "## Per-class recall (pooled, %)"]
-    for names in dict.fromkeys(tuple(s["class_names"]) for s in summaries):
+    for names in dict.fromkeys(tuple(s["class_names"]) for s in summaries if s["class_names"]):
         lines += ["", "| experiment | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
         for s in summaries:
             if tuple(s["class_names"]) == names:
@@ -166,18 +166,21 @@ def _task_lines(summaries: list[dict]) -> list[str]:
     if not with_tasks:
         return []
     lines = ["", "## Other tasks", "",
-             "Gender and age are constant per subject; they are read from unseen subjects only because no test "
-             "subject is in training. Baseline: what a model that ignores its input scores (the training clips' "
-             "most common gender; their mean age).", "",
+             "Each task is scored over the test samples that have its target. Gender (and an actor's age) is "
+             "constant per subject: read from unseen subjects only because no test subject is in training (data "
+             "without subject ids says so above). Baseline: what a model that ignores its input scores (the training "
+             "samples' most common gender; their mean age, and its share within 5 years). Age groups: the share of "
+             "test samples in their right group, the MAE then of the predicted group's centre.", "",
              "| experiment | fold | emotion acc % | emotion UAR % | gender acc % | baseline % | age MAE (years) "
-             "| baseline | AU F1 % (mean over AUs) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| baseline | age within 5 years % | baseline % | age group acc % | AU F1 % (mean over AUs) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def cells(t: dict) -> str:
         e, g, a, u = t["emotion"], t.get("gender", {}), t.get("age", {}), t.get("au", {})
         mae = lambda x: "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"  # noqa: E731
         return (f"{percent(e['acc'])} | {percent(e['uar'])} | {percent(g.get('acc'))} | {percent(g.get('baseline'))} | "
-                f"{mae(a.get('mae'))} | {mae(a.get('baseline'))} | {percent(u.get('f1_macro'))} |")
+                f"{mae(a.get('mae'))} | {mae(a.get('baseline'))} | {percent(a.get('within5'))} | "
+                f"{percent(a.get('baseline_within5'))} | {percent(a.get('group_acc'))} | {percent(u.get('f1_macro'))} |")
 
     for s in with_tasks:
         lines.append(f"| {s['experiment']} | pooled | " + cells(s["tasks"]["pooled"]))
