@@ -4,11 +4,14 @@ Shape, size, skin tone, position, background and lighting vary by actor; the dis
 action units (AUs), scaled by the intensity, set the brows, eyes, nose and mouth; speech opens the
 jaw; head motion, blinks and sensor noise vary frame by frame. The frames are drawn as the
 release's video is stored (480x360 at 30 fps).
+
+Optional :class:`FaceTraits` draw an age and a gender on the face (the attribute twins'); without
+them a frame is exactly what it was before traits existed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import cv2
@@ -29,6 +32,52 @@ EMOTION_AUS = {
     "SAD": {1: 0.8, 4: 0.6, 15: 0.9},
 }
 WHITE_OF_EYE, PUPIL, MOUTH_INSIDE, TEETH = (235, 235, 235), (30, 25, 20), (25, 20, 35), (220, 220, 220)  # BGR
+GREY_HAIR = np.array((188.0, 190.0, 196.0))  # BGR
+
+
+@dataclass(frozen=True)
+class FaceTraits:
+    """The age and gender a face displays, drawn as cues that survive a 48x48 gray crop.
+
+    ``age`` in years; ``male`` 0 (a female display) .. 1 (a male display); ``variant`` (0..1) is
+    the person's own take on them: how long her hair, how dense his beard, how early the grey.
+
+    - age: hair greys from about 30-45 on (all grey some 30 years later); forehead lines,
+      nasolabial folds and, later, bags under the eyes deepen from 25 on; a child (under 16) has a
+      smaller, rounder face, with larger eyes set lower, and a baby thin hair;
+    - gender: a female display has long hair framing the face (down to the jaw or shoulders,
+      growing in childhood); a male display short hair, from 16 on stubble or a beard over the
+      lower face and upper lip, and heavier brows.
+    """
+
+    age: float
+    male: float
+    variant: float = 0.5
+
+    @property
+    def child(self) -> float:
+        """1 at birth, 0 from 16 on."""
+        return float(np.clip((16 - self.age) / 16, 0, 1))
+
+    @property
+    def grey(self) -> float:
+        return float(np.clip((self.age - 30 - 15 * self.variant) / 30, 0, 1))
+
+    @property
+    def lines(self) -> float:
+        """Depth of the wrinkles, 0 up to 25."""
+        return float(np.clip((self.age - 25) / 45, 0, 1))
+
+    @property
+    def beard(self) -> float:
+        male = float(np.clip(2 * self.male - 1, 0, 1))
+        return male * float(np.clip((self.age - 15) / 8, 0, 1)) * (0.5 + 0.5 * self.variant)
+
+    @property
+    def long_hair(self) -> float:
+        """0 (short) .. 1 (to the shoulders)."""
+        female = float(np.clip(1 - 2 * self.male, 0, 1))
+        return female * float(np.clip((self.age + 2) / 10, 0.2, 1)) * (0.55 + 0.45 * self.variant)
 
 
 def _curve(p0, p1, p2, n=12) -> np.ndarray:
@@ -56,6 +105,9 @@ class _Pose:
     a: float
     b: float
     au: Callable[[int], float]
+    eye_scale: float = 1.0  # traits: a child's larger eyes,
+    eye_drop: float = 0.0  # set lower (in units of b),
+    brow_weight: float = 1.0  # and a male display's heavier brows
 
     @property
     def dark(self) -> tuple[int, ...]:
@@ -67,7 +119,7 @@ class _Pose:
 
     @property
     def eye_y(self) -> float:
-        return self.cy - 0.18 * self.b
+        return self.cy - 0.18 * self.b + self.eye_drop * self.b
 
     @property
     def eye_x(self) -> float:
@@ -75,19 +127,36 @@ class _Pose:
         return self.actor.eye_spacing * self.a
 
 
-def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, motion: tuple, blink: float,
-                rng: np.random.Generator, asym: float = 0.0) -> np.ndarray:
-    """One BGR frame: the actor's face with action unit intensities ``aus`` (0..1).
-
-    ``asym`` (0..1) raises, pulls back and dimples the mouth's right corner only: a one-sided
-    AU12/AU14, as contempt shows it.
-    """
-    img = bg.copy()
+def _pose(actor: Actor, aus: dict, motion: tuple, traits: FaceTraits | None) -> _Pose:
     dx, dy, scale = motion
     a = actor.half_width * scale
     pose = _Pose(actor, actor.center[0] + dx, actor.center[1] + dy, a, a * actor.aspect,
                  lambda k: float(aus.get(k, 0.0)))
+    return pose if traits is None else _with_traits(pose, traits)
+
+
+def face_ellipse(actor: Actor, motion: tuple, traits: FaceTraits | None = None) -> tuple[float, float, float, float]:
+    """Where ``render_face`` draws the face's skin: centre x, y, half width, half height (for crops)."""
+    p = _pose(actor, {}, motion, traits)
+    return p.cx, p.cy, p.a, p.b
+
+
+def render_face(actor: Actor, bg: np.ndarray, aus: dict, mouth_open: float, motion: tuple, blink: float,
+                rng: np.random.Generator, asym: float = 0.0, traits: FaceTraits | None = None) -> np.ndarray:
+    """One BGR frame: the actor's face with action unit intensities ``aus`` (0..1).
+
+    ``asym`` (0..1) raises, pulls back and dimples the mouth's right corner only: a one-sided
+    AU12/AU14, as contempt shows it. ``traits`` draw an age and a gender on the face (see
+    :class:`FaceTraits`); without them (None) the frame is as it always was.
+    """
+    img = bg.copy()
+    pose = _pose(actor, aus, motion, traits)
+    if traits is not None:  # skipped without traits, so every other frame stays byte for byte as before
+        _draw_long_hair(img, pose, traits.long_hair)
     _draw_head(img, pose)
+    if traits is not None:
+        _draw_beard(img, pose, traits.beard)
+        _draw_lines(img, pose, traits.lines)
     for side in (-1, 1):  # one eye and its brow, then the other's: the order sets the pixels where features overlap
         _draw_eye(img, pose, side, blink)
         _draw_brow(img, pose, side)
@@ -107,12 +176,13 @@ def _draw_head(img: np.ndarray, p: _Pose) -> None:
 def _draw_eye(img: np.ndarray, p: _Pose, side: int, blink: float) -> None:
     """AU5 raises the upper lid, AU7 tightens, AU6 pushes the cheeks up; blinks close the eye."""
     a, au = p.a, p.au
-    eye_h = 0.11 * a * (1 + 0.9 * au(5) - 0.5 * au(7) - 0.35 * au(6)) * (1 - blink)
+    e = a * p.eye_scale  # the eye's own size: a but for a child's
+    eye_h = 0.11 * e * (1 + 0.9 * au(5) - 0.5 * au(7) - 0.35 * au(6)) * (1 - blink)
     c = (int(p.cx + side * p.eye_x), int(p.eye_y))
-    cv2.ellipse(img, c, (int(0.26 * a), int(0.17 * a)), 0, 0, 360, p.shade, -1, cv2.LINE_AA)  # socket
-    cv2.ellipse(img, c, (int(0.17 * a), max(1, int(eye_h))), 0, 0, 360, WHITE_OF_EYE, -1, cv2.LINE_AA)
+    cv2.ellipse(img, c, (int(0.26 * e), int(0.17 * e)), 0, 0, 360, p.shade, -1, cv2.LINE_AA)  # socket
+    cv2.ellipse(img, c, (int(0.17 * e), max(1, int(eye_h))), 0, 0, 360, WHITE_OF_EYE, -1, cv2.LINE_AA)
     if eye_h > 1.5:
-        cv2.circle(img, c, max(1, int(min(0.075 * a, eye_h))), PUPIL, -1, cv2.LINE_AA)
+        cv2.circle(img, c, max(1, int(min(0.075 * e, eye_h))), PUPIL, -1, cv2.LINE_AA)
     if au(6) > 0.05:  # raised cheeks
         cv2.ellipse(img, (c[0], int(p.eye_y + 0.3 * a - 0.1 * a * au(6))), (int(0.22 * a), int(0.08 * a)),
                     0, 180, 360, p.shade, max(1, int(2 * au(6))), cv2.LINE_AA)
@@ -128,7 +198,7 @@ def _draw_brow(img: np.ndarray, p: _Pose, side: int) -> None:
     outer_y = base - 0.2 * a * au(2) + 0.06 * a * au(4)
     mid = ((inner_x + outer_x) / 2, min(inner_y, outer_y) - 0.06 * a)
     cv2.polylines(img, [_curve((inner_x, inner_y), mid, (outer_x, outer_y))], False, p.dark,
-                  max(2, int(0.08 * a)), cv2.LINE_AA)
+                  max(2, int(0.08 * a * p.brow_weight)), cv2.LINE_AA)
     if au(4) > 0.2:  # furrow between the brows
         cv2.line(img, (int(cx + side * 0.05 * a), int(base)), (int(cx + side * 0.07 * a), int(base + 0.15 * a)),
                  p.shade, max(1, int(2 * au(4))), cv2.LINE_AA)
@@ -172,6 +242,66 @@ def _draw_mouth(img: np.ndarray, p: _Pose, mouth_open: float, asym: float) -> No
     if asym > 0.05:  # the dimple beside the raised corner
         cv2.ellipse(img, (int(right[0] + 0.04 * a), int(right[1] + 0.02 * a)), (int(0.04 * a), int(0.09 * a)),
                     0, -70, 70, p.shade, max(1, int(3 * asym)), cv2.LINE_AA)
+
+
+def _with_traits(p: _Pose, t: FaceTraits) -> _Pose:
+    """The pose of a face of this age and gender: hair colour, a child's proportions, the brows' weight."""
+    hair = np.asarray(p.actor.hair, float) * (1 - t.grey) + GREY_HAIR * t.grey
+    thin = float(np.clip((2 - t.age) / 2, 0, 1))  # a baby's thin hair shows the scalp
+    hair = hair * (1 - 0.6 * thin) + np.asarray(p.actor.skin, float) * 0.6 * thin
+    c = t.child
+    a = p.a * (1 - 0.12 * c)
+    return replace(p, actor=replace(p.actor, hair=tuple(int(v) for v in hair)), a=a,
+                   b=a * p.actor.aspect * (1 - 0.2 * c), eye_scale=1 + 0.55 * c, eye_drop=0.14 * c,
+                   brow_weight=(0.8 + 0.7 * t.male) * (1 - 0.3 * c))
+
+
+def _draw_long_hair(img: np.ndarray, p: _Pose, length: float) -> None:
+    """Hair behind the head that frames the face, from the jaw (``length`` near 0) to the shoulders (1)."""
+    if length <= 0:
+        return
+    a, b, cx, cy = p.a, p.b, p.cx, p.cy
+    half, top, bottom = 1.3 * a, cy - 0.35 * b, cy + (0.35 + 1.0 * length) * b
+    cv2.ellipse(img, (int(cx), int(top)), (int(half), int(b * 0.86)), 0, 180, 360, p.actor.hair, -1)
+    cv2.rectangle(img, (int(cx - half), int(top)), (int(cx + half), int(bottom - 0.25 * b)), p.actor.hair, -1)
+    cv2.ellipse(img, (int(cx), int(bottom - 0.25 * b)), (int(half), int(0.25 * b)), 0, 0, 180, p.actor.hair, -1)
+
+
+def _draw_beard(img: np.ndarray, p: _Pose, density: float) -> None:
+    """Stubble (``density`` low) to a full beard (1) over the lower face, and a moustache."""
+    if density <= 0:
+        return
+    a, b, cx, cy = p.a, p.b, p.cx, p.cy
+    jaw = cv2.ellipse2Poly((int(cx), int(cy)), (int(a), int(b)), 0, 8, 172, 6)  # right cheek, chin, left cheek
+    cheeks = [(-0.8, 0.2), (-0.45, 0.33), (-0.2, 0.3), (0.2, 0.3), (0.45, 0.33), (0.8, 0.2)]  # over the upper lip
+    outline = np.concatenate([jaw, np.array([(cx + u * a, cy + v * b) for u, v in cheeks]).round().astype(np.int32)])
+    overlay = img.copy()
+    cv2.fillPoly(overlay, [outline], p.actor.hair, cv2.LINE_AA)
+    alpha = 0.3 + 0.45 * density
+    cv2.addWeighted(overlay, alpha, img, 1 - alpha, 0, dst=img)
+
+
+def _draw_lines(img: np.ndarray, p: _Pose, depth: float) -> None:
+    """Forehead lines, nasolabial folds and, deeper on, bags under the eyes (``depth`` 0..1)."""
+    if depth <= 0:
+        return
+    a, b, cx, cy = p.a, p.b, p.cx, p.cy
+    colour = tuple(int(c * (0.85 - 0.3 * depth)) for c in p.actor.skin)
+    width = max(1, int(round(0.02 * a + 0.035 * a * depth)))
+    brow = p.eye_y - 0.32 * a
+    for k in range(1 + int(2.99 * depth)):
+        y = brow - (0.2 + 0.12 * k) * a
+        cv2.polylines(img, [_curve((cx - 0.38 * a, y + 0.02 * a), (cx, y - 0.05 * a), (cx + 0.38 * a, y + 0.02 * a))],
+                      False, colour, width, cv2.LINE_AA)
+    nose_y, mouth_y = cy + 0.22 * b, cy + 0.52 * b
+    half = p.actor.mouth_width * a
+    for side in (-1, 1):
+        fold = _curve((cx + side * 0.17 * a, nose_y - 0.03 * a), (cx + side * (half + 0.14 * a), nose_y + 0.12 * b),
+                      (cx + side * (half + 0.1 * a), mouth_y + 0.1 * b))
+        cv2.polylines(img, [fold], False, colour, width + int(depth > 0.5), cv2.LINE_AA)
+        if depth > 0.4:
+            eye = (int(cx + side * p.eye_x), int(p.eye_y + 0.15 * a))
+            cv2.ellipse(img, eye, (int(0.2 * a), int(0.08 * a)), 0, 20, 160, colour, width, cv2.LINE_AA)
 
 
 def _through_the_sensor(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
