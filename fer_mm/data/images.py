@@ -36,7 +36,7 @@ from fer_mm.data.preprocessing import build_cache, check_media_file
 from fer_mm.data.media.faces import crop_faces as crop_boxes
 from fer_mm.data.sources import ckplus, fer2013, imdb_wiki, utkface
 from fer_mm.data.sources.folders import folder_layout, scan_image_folder
-from fer_mm.data.twins import attributes as attribute_twins, images as image_twins
+from fer_mm.data.twins import attributes as utkface_twin, images as image_twins, imdb_wiki as imdb_wiki_twin
 
 log = logging.getLogger(__name__)
 
@@ -284,9 +284,9 @@ def generate_twin(fmt: str, root: Path, synthetic: dict, workers: int = 0, progr
     if unknown:
         raise ValueError(f"data.synthetic.{unknown[0]}: not a parameter of the {fmt} twin ({list(TWIN_KEYS[fmt])})")
     if fmt == "utkface":
-        return attribute_twins.generate_utkface(root, **synthetic, workers=workers, progress=progress)
+        return utkface_twin.generate_utkface(root, **synthetic, workers=workers, progress=progress)
     if fmt == "imdb_wiki":
-        return attribute_twins.generate_imdb_wiki(root, **synthetic, workers=workers, progress=progress)
+        return imdb_wiki_twin.generate_imdb_wiki(root, **synthetic, workers=workers, progress=progress)
     if fmt == "fer2013":
         return image_twins.generate_fer2013(root, n_subjects=synthetic["subjects"],
                                             images_per_subject=synthetic["images_per_subject"], seed=synthetic["seed"],
