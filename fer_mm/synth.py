@@ -12,17 +12,25 @@ each clip's actor and sentence (see fer_mm/data/twins/displays.py).
 the same parameters (``datasets/fer2013_twin/120x25_d0.3_seed0``, ``datasets/ckplus_twin/24_seed0``);
 ``--subjects N`` sets its size, and for FER2013
 ``--difficulty`` is the share of images that display another class than their label (default 0.3).
+
+``--dataset utkface`` or ``--dataset imdb_wiki`` writes that twin (faces with gender and age cues,
+fer_mm/data/twins/attributes.py and imdb_wiki.py) with the parameters of ``data=utkface`` /
+``data=imdb_wiki`` (``data.synthetic``), to the folder those configs read, and prints its ceilings:
+the gender accuracy and the age MAE of reading the faces' displays exactly, beside the input-blind
+baselines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from fer_mm.data.twins.displays import DIFFICULTY_PRESETS, ceiling_key
 from fer_mm.data.twins.images import ckplus_spec, fer2013_spec, generate_ckplus, generate_fer2013
-from fer_mm.data.images import twin_folder
+from fer_mm.data.images import generate_twin, twin_folder
+from fer_mm.data.twins.spec import read_spec
 from fer_mm.data.twins.crema_d import generate
 from fer_mm.data.twins.spec import twin_spec
 from fer_mm.runs import register_resolvers
@@ -121,13 +129,37 @@ def _image_twin(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         print(describe_fer2013(spec))
 
 
+ATTRIBUTE_TWINS = ("utkface", "imdb_wiki")
+# what SYNTHETIC.json says a model can reach (reading the displays exactly) and what ignoring the face scores
+TWIN_FIGURES = ("gender_ceiling", "majority_gender_accuracy", "age_mae_floor", "mean_age_mae", "median_age_mae")
+
+
+def _attribute_twin(args: argparse.Namespace) -> None:
+    """The UTKFace or IMDB-WIKI twin of its data config's parameters, written and described."""
+    from hydra import compose, initialize
+
+    register_resolvers()
+    with initialize(version_base="1.3", config_path="../conf"):
+        data = compose("preprocess", overrides=[f"data={args.dataset}"]).data
+    synthetic = dict(data.synthetic, seed=args.seed)
+    out = args.out_dir or Path(data.twin_dir) / twin_folder(args.dataset, synthetic)
+    t0 = time.time()
+    try:
+        generate_twin(args.dataset, out, synthetic, workers=args.workers)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    spec = read_spec(out)
+    print(f"wrote the {args.dataset} twin ({', '.join(f'{k} {v}' for k, v in synthetic.items())}) to {out} in "
+          f"{time.time() - t0:.0f} s\n{json.dumps({k: spec[k] for k in TWIN_FIGURES}, indent=2)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer_mm.synth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", nargs="?", type=Path, default=None,
                         help="folder to write the twin into (crema_d: VideoFlash/, AudioWAV/, VideoDemographics.csv, "
                              "SYNTHETIC.json and displays.csv); default: under the data folder, see above")
-    parser.add_argument("--dataset", choices=("crema_d", *IMAGE_TWINS), default="crema_d",
+    parser.add_argument("--dataset", choices=("crema_d", *IMAGE_TWINS, *ATTRIBUTE_TWINS), default="crema_d",
                         help="which set to twin (default crema_d)")
     parser.add_argument("--actors", type=int, default=None, help="crema_d: first N of the 91 actors (default 12)")
     parser.add_argument("--sentences", type=int, default=None,
@@ -141,6 +173,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     parser.add_argument("--ceilings-only", action="store_true", help="print the ceilings, write nothing")
     args = parser.parse_args(argv)
+    if args.dataset in ATTRIBUTE_TWINS:
+        if any(v is not None for v in (args.actors, args.sentences, args.subjects, args.difficulty)) or \
+                args.ceilings_only:
+            parser.error(f"--dataset {args.dataset} takes its size from data={args.dataset}'s data.synthetic (and "
+                         f"--seed, --workers); set others in conf/data/{args.dataset}.yaml")
+        _attribute_twin(args)
+        return
     if args.dataset != "crema_d":
         if args.actors is not None or args.sentences is not None:
             parser.error(f"--actors and --sentences are for crema_d; --dataset {args.dataset} takes --subjects")

@@ -256,3 +256,20 @@ def test_a_folder_of_neither_format_is_named(make_cfg, tmp_path):
                                           f"paths.cache_dir={tmp_path / 'cache'}", "data.progress=false"])
         with pytest.raises(FileNotFoundError, match=f"data.root={tmp_path / 'photos'}"):
             hydra.utils.instantiate(cfg.data).prepare_data()
+
+
+def test_the_report_sets_a_twin_run_against_what_its_faces_display(make_cfg, tmp_path):
+    from fer_mm.data.twins.attributes import generate_utkface
+    from fer_mm.report.build import report
+
+    twin = generate_utkface(tmp_path / "twin", images=60, seed=1, workers=1, progress=False)
+    cfg = make_cfg(tmp_path / "exp" / "utkface_gender" / "image_split" / "h" / "fold_0", [
+        "experiment=utkface_gender", f"data.root={twin}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=1", "data.progress=false", "trainer.enable_progress_bar=false", "logger=csv"])
+    train(cfg)
+    summaries = report([tmp_path / "exp"], tmp_path / "report")["experiments"]
+    predictions = pd.read_csv(next((tmp_path / "exp").rglob("predictions.csv")))
+    displays = pd.read_csv(twin / "displays.csv").set_index("file").loc[predictions["name"]]
+    expected = ((displays["displayed_gender"] == "male").astype(int).to_numpy() == predictions["gender"]).mean()
+    assert summaries[0]["tasks"]["pooled"]["ceilings"]["gender"] == pytest.approx(expected)
+    assert "| twin ceiling % |" in (tmp_path / "report" / "results.md").read_text()

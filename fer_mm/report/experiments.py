@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fer_mm.data.twins.attributes import UTKFACE_TWIN_KIND
 from fer_mm.data.twins.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
+from fer_mm.data.twins.imdb_wiki import IMDB_WIKI_TWIN_KIND
 from fer_mm.data.twins.spec import TWIN_KIND, TWIN_VERSION
 from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
@@ -159,11 +161,45 @@ def _task_summary(exp: Experiment, folds: list[int]) -> dict:
             weighted = [(t[task][key], t[task]["n"]) for t in per_fold.values() if key in t.get(task, {})]
             if weighted and len(weighted) == len(folds):
                 scores[key] = float(sum(b * n for b, n in weighted) / max(sum(n for _, n in weighted), 1))
+    pooled.update(attribute_ceilings(table, exp.folds[folds[0]]))
     # the emotion scores beside them, so that one table shows what the heads cost or bring
     pooled["emotion"] = {k: v for k, v in prediction_scores(table, n).items() if k in ("acc", "uar", "f1")}
     for f, t in per_fold.items():
         t["emotion"] = {k: v for k, v in prediction_scores(exp.predictions[f], n).items() if k in ("acc", "uar", "f1")}
     return dict(pooled=pooled, per_fold={int(f): t for f, t in per_fold.items()})
+
+
+ATTRIBUTE_TWINS = (UTKFACE_TWIN_KIND, IMDB_WIKI_TWIN_KIND)
+SET_FOLDERS = {"imdb_crop/": "imdb/", "wiki_crop/": "wiki/"}  # displays.csv's folders -> the cache's set names
+
+
+def attribute_ceilings(pooled: pd.DataFrame, record: dict) -> dict:
+    """On a UTKFace or IMDB-WIKI twin (alone, or mixed with other data): what reading each tested face's
+    displays exactly scores, ``ceilings: {gender: accuracy, age: MAE}``, over the test samples that have
+    each target (from the twin's ``displays.csv``); nothing on real data."""
+    twins = [(record.get("twin"), record.get("data_root"), "")] + [
+        (d.get("twin"), d.get("root"), f"{name}/") for name, d in (record.get("datasets") or {}).items()]
+    shown = []
+    for twin, root, prefix in twins:
+        if not twin or twin.get("kind") not in ATTRIBUTE_TWINS or not (Path(root) / twin["displays"]).is_file():
+            continue
+        displays = pd.read_csv(Path(root) / twin["displays"])
+        names = displays["file"]
+        for folder, name in SET_FOLDERS.items():
+            names = names.str.replace(f"^{folder}", name, regex=True)
+        shown.append(pd.DataFrame(dict(name=prefix + names, displayed_gender=displays["displayed_gender"],
+                                       displayed_age=displays["displayed_age"])))
+    if not shown:
+        return {}
+    tested = pooled.merge(pd.concat(shown), on="name", how="inner")
+    out = {}
+    if "pred_gender" in tested:
+        known = tested[(tested["gender"] >= 0) & tested["displayed_gender"].notna()]
+        out["gender"] = float(((known["displayed_gender"] == "male").astype(int) == known["gender"]).mean())
+    if "pred_age" in tested:
+        known = tested[tested["age"].notna() & tested["displayed_age"].notna()]
+        out["age"] = float((known["displayed_age"] - known["age"]).abs().mean())
+    return {"ceilings": out} if out else {}
 
 
 def twin_ceiling(pooled: pd.DataFrame, twin: dict, modalities: list[str]) -> dict:
