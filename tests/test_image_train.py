@@ -246,7 +246,7 @@ def test_a_live_source_runs_an_image_model_window_by_window(ckplus_au_run, twin_
     for t, frame in zip(decoded.times, decoded.frames):
         windows.add_frame(float(t), frame)
     rows = predict_windows(rec, windows.ready(final=True))
-    assert len(rows) >= 3 and all(abs(sum(r["probs"]) - 1) < 1e-4 for r in rows)
+    assert len(rows) >= 3 and all(abs(sum(r["reading"]["emotion"]) - 1) < 1e-4 for r in rows)
 
 
 def test_init_from_a_single_task_checkpoint_loads_the_base_of_a_multitask_model(tmp_path):

@@ -1,6 +1,7 @@
 """A trained model on new files and live sources, and its export: the top layer, nothing below imports it.
 
 - ``model``: a checkpoint or exported ONNX file loaded with its preprocessing, inputs and face detectors
+- ``readings``: what the network's outputs say of a face (emotion, P(male), age), means, smoothing over time
 - ``media``: a new file decoded and checked as training checks a clip; one clip's item for the network
 - ``windows``: the rolling windows a file's timeline and a live source both go through
 - ``sources``: the files an ``input`` names

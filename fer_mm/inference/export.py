@@ -2,11 +2,14 @@
 
 The exported graph is the network: its inputs are what :class:`~fer_mm.models.inputs.ModelInputs`
 makes of a clip (``video``: ``[batch, T, 98, 80]`` float frames, ``audio``: ``[batch, 1, n_freq,
-n_time]`` spectrogram images), its output ``logits`` ``[batch, classes]``; the batch size is
+n_time]`` spectrogram images), its outputs one per task it reads: ``logits`` ``[batch, classes]``
+(emotion, where the model has emotion classes), ``gender`` ``[batch, 2]`` logits and ``age``
+(``[batch]`` years, or ``[batch, groups]`` logits) where it has those heads; the batch size is
 dynamic. The model's metadata (key ``fer_mm``) holds what rebuilds the rest of the path: the
-inputs' settings, the preprocessing (face detector, crop size, sample rate), the class names and
-the checkpoint it came from, so ``python -m fer_mm.predict runtime=onnx checkpoint=model.onnx``
-prepares clips exactly as training did. Needs the ``onnx`` extra: ``pip install -e '.[onnx]'``.
+inputs' settings, the preprocessing (face detector, crop size, sample rate), the class names, the
+tasks' settings (the age groups), which output is which task, and the checkpoint it came from, so
+``python -m fer_mm.predict runtime=onnx checkpoint=model.onnx`` prepares clips exactly as training did.
+Needs the ``onnx`` extra: ``pip install -e '.[onnx]'``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 from fer_mm.data.clips import clip_item
 from fer_mm.environment import PROJECT_ROOT
 from fer_mm.inference.model import ONNX_METADATA_KEY, TrainedModel
+from fer_mm.inference.readings import ONNX_OUTPUTS, network_outputs
 from fer_mm.vocab import AUDIO, VIDEO
 
 log = logging.getLogger("fer_mm.export")
@@ -32,14 +36,15 @@ OPSET = 18
 
 
 class _Network(nn.Module):
-    """The network alone, its inputs by name (what torch.export traces)."""
+    """The network alone, its inputs by name and its outputs those of ``tasks`` (what torch.export traces)."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, tasks: list[str]):
         super().__init__()
-        self.net = net
+        self.net, self.tasks = net, tasks
 
-    def forward(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(**{k: v for k, v in ((VIDEO, video), (AUDIO, audio)) if v is not None})
+    def forward(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        outputs = network_outputs(self.net, video, audio)
+        return tuple(outputs[t] for t in self.tasks)
 
 
 def example_inputs(rec: TrainedModel, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -65,19 +70,21 @@ def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = OPSET) 
         logging.getLogger(chatty).setLevel(logging.WARNING)
     rec = TrainedModel(checkpoint, runtime="torch", device="cpu")
     modalities = tuple(rec.modalities)
-    network = _Network(rec.net).eval()
     inputs = example_inputs(rec)
+    tasks = [t for t in rec.network_outputs(inputs) if t in ONNX_OUTPUTS and (t != "emotion" or rec.class_names)]
+    network = _Network(rec.net, tasks).eval()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         torch.onnx.export(network, (), str(output), kwargs={m: inputs[m] for m in modalities},
-                          input_names=list(modalities), output_names=["logits"],
+                          input_names=list(modalities), output_names=[ONNX_OUTPUTS[t] for t in tasks],
                           dynamic_shapes={m: {0: batch} for m in modalities}, opset_version=opset, dynamo=True,
                           external_data=False, verbose=False)
     model = onnx.load(str(output))
-    meta = dict(format_version=1, modalities=list(modalities), inputs=rec.inputs_config,
-                preprocess=asdict(rec.params), class_names=rec.class_names, checkpoint=str(rec.checkpoint),
+    meta = dict(format_version=2, modalities=list(modalities), inputs=rec.inputs_config,
+                preprocess=asdict(rec.params), class_names=rec.class_names, tasks=rec.tasks,
+                outputs={t: ONNX_OUTPUTS[t] for t in tasks}, checkpoint=str(rec.checkpoint),
                 net=rec.net_config, torch=torch.__version__, opset=opset)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)

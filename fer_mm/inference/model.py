@@ -1,7 +1,8 @@
 """A trained model loaded from its checkpoint or exported ONNX file, with what reads a new clip for
 it: the preprocessing it was trained with, its inputs, its face detectors and the backend that runs it.
 
-A checkpoint is read as training writes it: ``hyper_parameters`` (``net``, ``inputs``, ``tasks``),
+A checkpoint is read as training writes it: ``hyper_parameters`` (``net``, ``inputs``, ``tasks``: the
+gender and age heads it reads, :mod:`fer_mm.inference.readings`),
 ``state_dict``, and the datamodule's state (``CremaDDataModule`` or ``ImageDataModule``:
 ``preprocess``, ``class_names``). An exported model carries the same in its metadata
 (:data:`ONNX_METADATA_KEY`, written by :mod:`fer_mm.inference.export`).
@@ -22,7 +23,9 @@ from torch.utils.data import default_collate
 from fer_mm.data.cache import PreprocessParams
 from fer_mm.data.media import faces as face_io
 from fer_mm.data.images import ImagePreprocessParams, face_crop
+from fer_mm.inference.readings import network_outputs, read_outputs, read_tasks
 from fer_mm.models.inputs import ModelInputs
+from fer_mm.models.multitask import age_groups
 from fer_mm.system import EmotionSystem
 from fer_mm.vocab import EMOTION_NAMES, VIDEO
 
@@ -100,10 +103,6 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _softmax(logits: torch.Tensor) -> np.ndarray:
-    return logits.float().softmax(1).cpu().numpy()  # as EmotionSystem.test_step makes predictions.csv
-
-
 class TrainedModel:
     """A trained model with what it needs to read a new clip: preprocessing, inputs, backend.
 
@@ -128,7 +127,8 @@ class TrainedModel:
         inputs, preprocess, class_names = load(checkpoint)
         self.inputs.eval().to(self.device)
         self.inputs_config = dict(inputs)
-        self.class_names = list(class_names)
+        self.class_names = list(class_names)  # empty for a model without an emotion classifier
+        self.age_groups = age_groups(self.tasks.get("age"))  # None: age is a regression, or not read
         self._set_preprocessing(preprocess, detector, detector_kwargs)
         self.spec = self.inputs.clip_spec
         self.modalities = self.spec.modalities
@@ -144,6 +144,8 @@ class TrainedModel:
         self.checkpoint = Path(checkpoint)
         self.session, meta = _onnx_session(self.checkpoint, self.device)
         self.net, self.net_config = None, meta.get("net", {})
+        # exported before the task heads were: the emotion logits alone
+        self.tasks, self.onnx_outputs = read_tasks(meta.get("tasks")), meta.get("outputs", {"emotion": "logits"})
         inputs, preprocess, class_names = meta["inputs"], meta["preprocess"], meta["class_names"]
         self.inputs = ModelInputs(meta["modalities"], **inputs)
         return inputs, preprocess, class_names
@@ -164,6 +166,7 @@ class TrainedModel:
         system.load_state_dict(saved["state_dict"])
         system.eval().to(self.device)
         self.net, self.inputs, self.net_config = system.net, system.inputs, dict(hparams["net"])
+        self.tasks, self.onnx_outputs = read_tasks(hparams.get("tasks")), {}
         data_state = saved.get("CremaDDataModule") or saved.get("ImageDataModule") or {}
         preprocess = data_state.get("preprocess") or _run_preprocess(self.checkpoint)
         if preprocess is None:
@@ -258,18 +261,40 @@ class TrainedModel:
         with torch.inference_mode():
             return self.inputs(batch, augment=False)
 
-    def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def network_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The network's outputs by task (:func:`~fer_mm.inference.readings.network_outputs`): the
+        checkpoint's network, or the exported model's outputs under their tasks' names."""
         if self.session is not None:
             feeds = {name: inputs[name].cpu().numpy() for name in self.modalities}
-            return torch.from_numpy(self.session.run(["logits"], feeds)[0])
+            tasks = list(self.onnx_outputs)
+            results = self.session.run([self.onnx_outputs[t] for t in tasks], feeds)
+            return {t: torch.from_numpy(r) for t, r in zip(tasks, results)}
         with torch.inference_mode():
-            return self.net(**inputs)
+            return network_outputs(self.net, **inputs)
 
-    def probabilities(self, items: list[dict]) -> np.ndarray:
-        """``[len(items), classes]`` probabilities of clip items."""
-        return _softmax(self.logits(self.network_inputs(items)))
+    def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The emotion logits ``[B, classes]`` of the network's inputs."""
+        return self.network_outputs(inputs)["emotion"]
+
+    def readings(self, items: list[dict]) -> dict[str, np.ndarray]:
+        """What the model reads of clip items: ``emotion`` probabilities ``[N, classes]`` (where the
+        model has emotion classes), ``p_male`` ``[N]`` (a gender head), ``age`` ``[N]`` in years (an
+        age head: the regression's value, or with age groups the probability-weighted mean of the
+        groups' centres) and ``age_group_probs`` ``[N, groups]`` (age groups);
+        see :mod:`fer_mm.inference.readings`."""
+        return read_outputs(self.network_outputs(self.network_inputs(items)), self.class_names, self.age_groups)
+
+    @property
+    def reads(self) -> list[str]:
+        """The readings this model gives (the keys of :meth:`readings`)."""
+        names = ["emotion"] if self.class_names else []
+        if "gender" in self.tasks:
+            names.append("p_male")
+        if "age" in self.tasks:
+            names += ["age"] + (["age_group_probs"] if self.age_groups is not None else [])
+        return names
 
     def describe(self) -> dict:
         return dict(checkpoint=str(self.checkpoint), runtime=self.runtime, device=str(self.device),
-                    modalities=list(self.modalities), class_names=self.class_names,
+                    modalities=list(self.modalities), class_names=self.class_names, tasks=self.tasks,
                     preprocess=self.params.__dict__, detector_as_trained=self.params == self.trained_preprocess)

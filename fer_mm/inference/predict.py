@@ -16,9 +16,11 @@ settings the checkpoint was trained with, int16 quantisation, the evaluation fra
 :func:`~fer_mm.data.clips.clip_item`, then the checkpoint's own :class:`ModelInputs` and network.
 
 Outputs in ``output``: ``predictions.csv`` and ``predictions.json`` (a row per file: ``p_<emotion>``,
-the top emotion, frames with a face, the modalities used, the seconds taken, or the reason a file
-failed), and for windowed files ``windows.csv`` and ``<file>_timeline.png``. The command exits
-non-zero only when no file succeeded.
+the top emotion, and for a model with gender and age heads ``p_male``, ``gender``, ``age`` and
+``age_group``; frames with a face, the modalities used, the seconds taken, or the reason a file
+failed), and for windowed files ``windows.csv`` (the readings, and beside them the readings
+smoothed over time, ``smoothing=`` seconds: ``<name>_smoothed``) and ``<file>_timeline.png``. The
+command exits non-zero only when no file succeeded.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from tqdm import tqdm
 from fer_mm.environment import PROJECT_ROOT
 from fer_mm.inference.media import check_missing_audio
 from fer_mm.inference.model import ClipError
-from fer_mm.inference.outputs import (AppendCsv, failed_row, file_columns, output_stems, plot_timeline, window_columns,
-                                      write_annotated, write_annotated_image, write_summary)
+from fer_mm.inference.outputs import (AppendCsv, face_label, failed_row, file_columns, output_stems, plot_timeline,
+                                      window_columns, write_annotated, write_annotated_image, write_summary)
+from fer_mm.inference.readings import DEFAULT_SMOOTHING, Smoother
 from fer_mm.inference.recognizer import Recognizer, predict_image, predict_source
 from fer_mm.inference.sources import Source, find_inputs, is_image
 from fer_mm.inference.stream import is_stream_address, open_source, run_stream
@@ -59,38 +62,40 @@ class _Predicted:
 
 def predict_files(rec: Recognizer, sources: list[Source], output: Path, window: float | None = None,
                   hop: float = 0.5, missing_audio: str = "skip", annotate: bool = False, batch_size: int = 16,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, smoothing: float = DEFAULT_SMOOTHING) -> pd.DataFrame:
     """Predict every source; write ``predictions.csv`` / ``.json``, ``windows.csv`` and the timelines.
 
     Rows are written as each file finishes; one file's failure (reading it, or drawing its
-    timeline or annotated copy) is recorded on its row and the others go on.
+    timeline or annotated copy) is recorded on its row and the others go on. A timeline's readings
+    are also smoothed over time, ``smoothing`` seconds (:class:`~fer_mm.inference.readings.Smoother`).
     """
     check_missing_audio(missing_audio)
     rec.check_window(window, hop)
+    Smoother(smoothing)  # a wrong value named before any file
     output.mkdir(parents=True, exist_ok=True)
     files = AppendCsv(output / "predictions.csv", file_columns(rec))
     window_csv = AppendCsv(output / "windows.csv", window_columns(rec))
     for source, stem in tqdm(list(zip(sources, output_stems(sources))), desc="predicting", unit="file",
                              disable=not progress):
-        done = _predict_file(rec, source, window, hop, missing_audio, batch_size)
+        done = _predict_file(rec, source, window, hop, missing_audio, batch_size, smoothing)
         _draw(rec, source, done, output, stem, annotate)
         files.add(done.faces or [done.row])
         window_csv.add(done.windows)
     table = files.table()
     write_summary(output / "predictions.json", rec, table, len(sources), window=window, hop=hop,
-                  missing_audio=missing_audio)
+                  missing_audio=missing_audio, smoothing=smoothing)
     return table
 
 
 def _predict_file(rec: Recognizer, source: Source, window: float | None, hop: float, missing_audio: str,
-                  batch_size: int) -> _Predicted:
+                  batch_size: int, smoothing: float) -> _Predicted:
     """One input's outcome; a file that cannot be read gets a failed row, with the reason."""
     t0 = time.perf_counter()
     try:
         if is_image(source.video):
             faces, annotation = predict_image(rec, source)
             return _Predicted(faces[0], faces=faces, annotation=annotation)
-        row, windows, annotation = predict_source(rec, source, window, hop, missing_audio, batch_size)
+        row, windows, annotation = predict_source(rec, source, window, hop, missing_audio, batch_size, smoothing)
         return _Predicted(row, windows, annotation=annotation)
     except ClipError as err:
         log.warning("%s: %s", source.video, err)
@@ -129,20 +134,22 @@ def run(cfg) -> int:
                      detector_kwargs=cfg.detector_kwargs)
     rec.check_window(cfg.window, cfg.hop)
     check_missing_audio(cfg.missing_audio)
+    smoothing = cfg.smoothing
+    Smoother(smoothing)  # a wrong value named before the source opens
     if is_stream_address(str(cfg.input)) or cfg.realtime:
         source = open_source(str(cfg.input), realtime=cfg.realtime, mic=cfg.mic, need_audio=AUDIO in rec.modalities,
                              missing_audio=cfg.missing_audio)
         windows = run_stream(rec, source, cfg.window or LONG_CLIP_WINDOW, cfg.hop, output, show=cfg.show,
-                             max_windows=cfg.max_windows)
-        return 0 if any("top" in w for w in windows) else 1
+                             max_windows=cfg.max_windows, smoothing=smoothing)
+        return 0 if any(not w["reason"] for w in windows) else 1
     table = predict_files(rec, find_inputs(cfg.input), output, cfg.window, cfg.hop, cfg.missing_audio,
-                          cfg.annotate, cfg.batch_size, cfg.progress)
+                          cfg.annotate, cfg.batch_size, cfg.progress, smoothing)
     ok = table[table["status"] == "ok"]
     print(f"\n{ok['file'].nunique()} of {table['file'].nunique()} files predicted ({'+'.join(rec.modalities)}, {rec.runtime}); "
           f"results: {output / 'predictions.csv'}")
     for _, r in table.iterrows():
         face = f" face {int(r['face'])}" if pd.notna(r.get("face")) else ""
-        print(f"  {Path(r['file']).name}{face}: " + (f"{r['top']} {r['top_p']:.2f}  ({r['basis']})"
+        print(f"  {Path(r['file']).name}{face}: " + (f"{face_label(r)}  ({r['basis']})"
                                                  if r["status"] == "ok" else f"FAILED: {r['reason']}"))
     return 0 if len(ok) else 1
 

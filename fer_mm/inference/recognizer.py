@@ -13,7 +13,8 @@ from fer_mm.data.clips import clip_item
 from fer_mm.data.images import face_crop
 from fer_mm.inference.media import Media, clip_input, read_image, read_media
 from fer_mm.inference.model import ClipError, TrainedModel
-from fer_mm.inference.outputs import acted_label, probability_columns, window_row
+from fer_mm.inference.outputs import acted_label, reading_columns, window_row
+from fer_mm.inference.readings import DEFAULT_SMOOTHING, Smoother, mean_reading, reading_of, smooth_windows
 from fer_mm.inference.sources import Source, is_image
 from fer_mm.inference.windows import LONG_CLIP_WINDOW, Windows, predict_windows
 from fer_mm.vocab import AUDIO, VIDEO
@@ -38,31 +39,35 @@ class Recognizer(TrainedModel):
 
 
 def predict_source(rec: TrainedModel, source: Source, window: float | None = None, hop: float = 0.5,
-                   missing_audio: str = "skip", batch_size: int = 16) -> tuple[dict, list[dict], dict]:
+                   missing_audio: str = "skip", batch_size: int = 16,
+                   smoothing: float = DEFAULT_SMOOTHING) -> tuple[dict, list[dict], dict]:
     """One input -> its file row, its window rows, and what the annotation needs.
 
     A clip no longer than training reads whole (``data.preprocess.max_seconds``, 10 s by default)
     is read whole, exactly as training reads a clip; ``window`` also gives its timeline. A longer
     clip is read in windows (``window`` seconds, 2.5 by default) and its file row is their mean.
-    An image model reads every frame (:func:`predict_frames`). Raises :class:`ClipError` with the
-    reason a file cannot be used.
+    An image model reads every frame (:func:`predict_frames`). The timeline's readings are also
+    smoothed over time (:class:`~fer_mm.inference.readings.Smoother`, ``smoothing`` seconds).
+    Raises :class:`ClipError` with the reason a file cannot be used.
     """
     t0 = time.perf_counter()
     rec.check_window(window, hop)
+    smoother = Smoother(smoothing)
     if rec.images:
-        return predict_frames(rec, source, batch_size)
+        return predict_frames(rec, source, batch_size, smoother.tau)
     media = read_media(source.video, source.audio, rec, missing_audio)
     detected = rec.locate(media.frames) if VIDEO in rec.modalities else None
     long = media.seconds > rec.params.max_seconds
     window_length = window or LONG_CLIP_WINDOW
     windows = _timeline(rec, media, detected, window_length, hop, batch_size) if window or long else []
+    smooth_windows(windows, smoother)
     if long:
-        probs, basis, with_face, audio_notes = _mean_of_windows(rec, media, detected, windows, window_length)
+        reading, basis, with_face, audio_notes = _mean_of_windows(rec, media, detected, windows, window_length)
     else:
         item, with_face, audio_notes = clip_input(rec, media.frames, detected, media.audio, media.audio_rate)
-        probs, basis = rec.probabilities([item])[0], "whole clip"
+        reading, basis = reading_of(rec.readings([item]), 0), "whole clip"
     frames = len(media.frames) if media.frames is not None else None
-    row = dict(file=source.video, status="ok", reason="", **acted_label(source.name), **probability_columns(rec, probs),
+    row = dict(file=source.video, status="ok", reason="", **acted_label(source.name), **reading_columns(rec, reading),
                frames_with_face=with_face if frames is not None else None, frames=frames,
                duration_s=round(media.seconds, 3), modalities=_modalities_read(rec, media), basis=basis,
                notes="; ".join(audio_notes + media.notes), seconds=round(time.perf_counter() - t0, 3))
@@ -73,7 +78,7 @@ def predict_source(rec: TrainedModel, source: Source, window: float | None = Non
 
 def _timeline(rec: TrainedModel, media: Media, detected: np.ndarray | None, window: float, hop: float,
               batch_size: int) -> list[dict]:
-    """The file's windows with their probabilities: the stream's own path, fed from memory (frames
+    """The file's windows with their readings: the stream's own path, fed from memory (frames
     at their times with their tracked boxes, then the audio)."""
     timeline = Windows(rec, window, hop, media.audio_rate)
     if VIDEO in rec.modalities:
@@ -85,16 +90,16 @@ def _timeline(rec: TrainedModel, media: Media, detected: np.ndarray | None, wind
 
 
 def _mean_of_windows(rec: TrainedModel, media: Media, detected: np.ndarray | None, windows: list[dict],
-                     window: float) -> tuple[np.ndarray, str, int, list[str]]:
-    """A clip too long to read whole: the mean of its windows' probabilities, how they were made, its
+                     window: float) -> tuple[dict, str, int, list[str]]:
+    """A clip too long to read whole: the mean of its windows' readings, how they were made, its
     frames with a face, and what was done to its audio; a :class:`ClipError` when no window could be read."""
-    good = [w["probs"] for w in windows if "probs" in w]
+    good = [w["reading"] for w in windows if "reading" in w]
     if not good:
         raise ClipError(f"no window of the {media.seconds:.1f} s clip could be read: {windows[0].get('error')}")
     with_face = int(np.isfinite(detected[:, 0]).sum()) if detected is not None else 0
     audio_notes = audio_io.mono_rate_notes(media.audio.shape[1], media.audio_rate, rec.spec.sample_rate) \
         if media.audio is not None else []
-    return np.mean(good, axis=0), f"mean of {len(good)} windows of {window:g} s", with_face, audio_notes
+    return mean_reading(good), f"mean of {len(good)} windows of {window:g} s", with_face, audio_notes
 
 
 def predict_image(rec: TrainedModel, source: Source) -> tuple[list[dict], dict]:
@@ -110,12 +115,12 @@ def predict_image(rec: TrainedModel, source: Source) -> tuple[list[dict], dict]:
         raise ClipError(f"an image, and the model reads {'+'.join(rec.modalities)}: use a video-only model")
     image = read_image(source.video)
     boxes, faces, notes = _image_faces(rec, image)
-    probs = rec.probabilities([clip_item(face[None], None, rec.spec) for face in faces])
+    readings = rec.readings([clip_item(face[None], None, rec.spec) for face in faces])
     seconds = round(time.perf_counter() - t0, 3)
     rows = [dict(file=source.video, status="ok", reason="", face=i, box=",".join(str(int(round(v))) for v in box),
-                 **acted_label(source.name), **probability_columns(rec, p), frames_with_face=1, frames=1,
-                 modalities=VIDEO, basis=f"face {i + 1} of {len(faces)}", notes=notes, seconds=seconds)
-            for i, (box, p) in enumerate(zip(boxes, probs))]
+                 **acted_label(source.name), **reading_columns(rec, reading_of(readings, i)), frames_with_face=1,
+                 frames=1, modalities=VIDEO, basis=f"face {i + 1} of {len(faces)}", notes=notes, seconds=seconds)
+            for i, box in enumerate(boxes)]
     return rows, dict(image=image, boxes=boxes)
 
 
@@ -137,26 +142,27 @@ def _image_faces(rec: TrainedModel, image: np.ndarray) -> tuple[np.ndarray, np.n
     return boxes, faces, notes
 
 
-def predict_frames(rec: TrainedModel, source: Source, batch_size: int = 64) -> tuple[dict, list[dict], dict]:
-    """A video read by an image model: each frame's tracked face predicted on its own; the file row
-    is the mean over the frames with a face, the frames are its timeline."""
+def predict_frames(rec: TrainedModel, source: Source, batch_size: int = 64,
+                   smoothing: float = DEFAULT_SMOOTHING) -> tuple[dict, list[dict], dict]:
+    """A video read by an image model: each frame's tracked face read on its own; the file row is
+    the mean over the frames with a face, the frames are its timeline (their readings also smoothed
+    over time, ``smoothing`` seconds)."""
     t0 = time.perf_counter()
     media = read_media(source.video, None, rec)
     detected = rec.locate(media.frames)
     found = np.flatnonzero(np.isfinite(detected[:, 0]))
     if not len(found):
         raise ClipError("no face found in any frame")
-    faces = rec.crop(media.frames[found], detected[found])
-    probs = np.concatenate([rec.probabilities([clip_item(f[None], None, rec.spec) for f in faces[i:i + batch_size]])
-                            for i in range(0, len(faces), batch_size)])
+    faces, times = rec.crop(media.frames[found], detected[found]), media.times
+    frames = [dict(start=float(times[i]), end=float(times[i]), frames_with_face=1, frames=1,
+                   item=clip_item(face[None], None, rec.spec)) for i, face in zip(found, faces)]
+    smooth_windows(predict_windows(rec, frames, batch_size), Smoother(smoothing))
     row = dict(file=source.video, status="ok", reason="", **acted_label(source.name),
-               **probability_columns(rec, probs.mean(0)), frames_with_face=len(found), frames=len(media.frames),
-               duration_s=round(media.seconds, 3), modalities=VIDEO, basis=f"mean of {len(found)} frames",
-               notes="; ".join(media.notes), seconds=round(time.perf_counter() - t0, 3))
-    times = media.times
-    frame_rows = [dict(file=source.video, window=int(i), start=float(times[i]), end=float(times[i]),
-                       **probability_columns(rec, p), frames_with_face=1, frames=1, reason="")
-                  for i, p in zip(found, probs)]
+               **reading_columns(rec, mean_reading([f["reading"] for f in frames])), frames_with_face=len(found),
+               frames=len(media.frames), duration_s=round(media.seconds, 3), modalities=VIDEO,
+               basis=f"mean of {len(found)} frames", notes="; ".join(media.notes),
+               seconds=round(time.perf_counter() - t0, 3))
+    frame_rows = [dict(file=source.video, **window_row(rec, int(i), f)) for i, f in zip(found, frames)]
     return row, frame_rows, dict(detected=detected, fps=media.fps, times=times, windows=frame_rows)
 
 

@@ -3,7 +3,8 @@
 
 A source yields frames and audio chunks in the order they arrive; :func:`run_stream` feeds them
 to :class:`~fer_mm.inference.windows.Windows`, the same rolling windows a file's timeline goes
-through, and prints each window's prediction and latency as it completes.
+through, smooths the readings over time as a file's timeline does, and prints each window's
+prediction and latency as it completes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from fer_mm.data.media import video as video_io
 from fer_mm.data.media.audio import FloatAudio
 from fer_mm.inference.media import silence
 from fer_mm.inference.model import TrainedModel
-from fer_mm.inference.outputs import window_row
+from fer_mm.inference.outputs import face_label, window_row
+from fer_mm.inference.readings import DEFAULT_SMOOTHING, Smoother, smooth_windows
 from fer_mm.inference.windows import Windows, predict_windows
 
 log = logging.getLogger("fer_mm.stream")
@@ -204,11 +206,14 @@ def open_source(address: str, realtime: bool = False, mic: str = "auto", need_au
 
 
 class _WindowLog:
-    """A live source's finished windows: each predicted, appended to ``windows.csv`` and printed as
-    it completes, and shown over the latest frame (``show``)."""
+    """A live source's finished windows: each predicted, its readings smoothed over time, appended to
+    ``windows.csv`` and printed as it completes, and shown over the latest frame (``show``: the
+    smoothed readings)."""
 
-    def __init__(self, rec: TrainedModel, csv: Path, show: bool, quiet: bool, max_windows: int | None):
+    def __init__(self, rec: TrainedModel, csv: Path, show: bool, quiet: bool, max_windows: int | None,
+                 smoothing: float = DEFAULT_SMOOTHING):
         self.rec, self.csv, self.show, self.quiet, self.max_windows = rec, csv, show, quiet, max_windows
+        self.smoother = Smoother(smoothing)
         self.rows: list[dict] = []
         self.latest: np.ndarray | None = None  # the latest frame
         csv.unlink(missing_ok=True)
@@ -217,13 +222,14 @@ class _WindowLog:
         """``done`` windows, each ``prepare_ms`` in the making; True once ``max_windows`` are in."""
         for w in done:
             t0 = time.perf_counter()
-            predict_windows(self.rec, [w])
+            smooth_windows(predict_windows(self.rec, [w]), self.smoother)
             row = dict(window_row(self.rec, len(self.rows), w),
                        latency_ms=round((time.perf_counter() - t0) * 1000 + prepare_ms, 1))
             self.rows.append(row)
             pd.DataFrame([row]).to_csv(self.csv, mode="a", header=len(self.rows) == 1, index=False)
             if not self.quiet:
-                what = f"{row['top']:>8} {row['top_p']:.2f}" if "top" in row else f"  -- {row['reason']}"
+                label = face_label(row)
+                what = f"{label}   smoothed: {face_label(row, smoothed=True)}" if label else f"-- {row['reason']}"
                 print(f"[{row['start']:7.2f} - {row['end']:7.2f} s] {what}   {row['latency_ms']:6.1f} ms", flush=True)
             if self.show and self.latest is not None:
                 try:
@@ -244,13 +250,14 @@ def _ready(windows: Windows, final: bool = False) -> tuple[list[dict], float]:
 
 
 def run_stream(rec: TrainedModel, source, window: float, hop: float, output: Path, show: bool = False,
-               max_windows: int | None = None, quiet: bool = False) -> list[dict]:
+               max_windows: int | None = None, quiet: bool = False, smoothing: float = DEFAULT_SMOOTHING) -> list[dict]:
     """Rolling predictions over a live source; each window printed as it completes and appended to
-    ``output/windows.csv``. Returns the window rows."""
+    ``output/windows.csv``, its readings also smoothed over time (``smoothing`` seconds, as a
+    file's timeline is). Returns the window rows."""
     output.mkdir(parents=True, exist_ok=True)
     windows = Windows(rec, window, hop)
     give_silence = windows.needs_audio and not source.has_audio  # missing_audio=silence: keeps pace with the frames
-    finished = _WindowLog(rec, output / "windows.csv", show, quiet, max_windows)
+    finished = _WindowLog(rec, output / "windows.csv", show, quiet, max_windows, smoothing)
     events = iter(source)
     try:
         for event in events:
@@ -276,8 +283,9 @@ def run_stream(rec: TrainedModel, source, window: float, hop: float, output: Pat
 
 
 def _show(gray: np.ndarray, row: dict) -> None:
+    """The latest frame with the window's smoothed readings."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    label = f"{row['top']} {row['top_p']:.2f}" if "top" in row else row["reason"]
+    label = face_label(row, smoothed=True) or row["reason"]
     cv2.putText(img, label, (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 220, 0), 2)
     try:
         cv2.imshow("fer-mm", img)

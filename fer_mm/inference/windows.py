@@ -9,6 +9,7 @@ import numpy as np
 
 from fer_mm.inference.media import clip_input
 from fer_mm.inference.model import ClipError, TrainedModel
+from fer_mm.inference.readings import reading_of
 from fer_mm.vocab import AUDIO, VIDEO
 
 LONG_CLIP_WINDOW = 2.5  # seconds: the windows of a clip too long to read whole, when no window is given
@@ -144,12 +145,14 @@ class Windows:
 
 
 def predict_windows(rec: TrainedModel, rows: list[dict], batch_size: int = 16) -> list[dict]:
-    """Fill each window row's probabilities (in batches); a row with an error keeps it."""
+    """Fill each window row's ``reading`` (its :meth:`~TrainedModel.readings`, in batches); a row
+    with an error keeps it."""
     todo = [r for r in rows if "item" in r]
     for i in range(0, len(todo), batch_size):
         chunk = todo[i : i + batch_size]
-        for r, p in zip(chunk, rec.probabilities([r["item"] for r in chunk])):
-            r["probs"] = p
+        readings = rec.readings([r["item"] for r in chunk])
+        for j, r in enumerate(chunk):
+            r["reading"] = reading_of(readings, j)
     for r in rows:
         r.pop("item", None)
     return rows
