@@ -273,3 +273,19 @@ def test_the_report_sets_a_twin_run_against_what_its_faces_display(make_cfg, tmp
     expected = ((displays["displayed_gender"] == "male").astype(int).to_numpy() == predictions["gender"]).mean()
     assert summaries[0]["tasks"]["pooled"]["ceilings"]["gender"] == pytest.approx(expected)
     assert "| twin ceiling % |" in (tmp_path / "report" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("experiment", ["utkface_age", "imdb_wiki_gender_age"])
+def test_independent_sets_train_with_the_command_unchanged(experiment, make_cfg, tmp_path):
+    """UTKFace's folder and IMDB-WIKI's .mat and crops as released (written here), trained as the docs say."""
+    if experiment == "utkface_age":
+        root = write_utkface(tmp_path / "utk", 40)
+    else:
+        root = tmp_path / "imdb_wiki"
+        write_imdb_wiki(root, celebrities=10, per_celebrity=3)
+    record = train(make_cfg(tmp_path / "run", [f"experiment={experiment}", f"data.root={root}", "debug=fast",
+                                               f"paths.cache_dir={tmp_path / 'cache'}"]))
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert record["class_names"] == [] and not any(c.startswith("p_") and c != "p_male" for c in predictions)
+    assert record["tasks"]["age"]["n"] == predictions["age"].notna().sum() > 0
+    assert record["speaker_independent"] is (None if experiment == "utkface_age" else True)
