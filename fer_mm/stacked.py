@@ -233,7 +233,7 @@ class StackedFit:
 
     def __post_init__(self):
         for system in self.systems:
-            if len(system.loss_weights) > 1:
+            if len(system.loss_weights) > 1 or not system.emotion:
                 raise ValueError("folds_together>1 trains emotion-only systems; model.tasks needs one fold at a time "
                                  "(folds_together=1)")
         if str(self.precision).startswith("16"):  # fp16 needs loss scaling, which the stacked update lacks

@@ -110,6 +110,21 @@ def test_age_groups_are_scored_by_group_and_by_the_groups_centres():
     assert scores["per_group_acc"] == {"0-19": 1.0, "20-39": 0.5} and scores["n"] == 3
 
 
+def test_mixed_datasets_need_one_fold_count_and_every_weight(make_cfg, tmp_path):
+    import hydra
+
+    cfg = make_cfg(tmp_path, ["experiment=faces_multitask", "~data.weights.utkface"])
+    with pytest.raises(Exception, match="data.weights.utkface is not set: give every dataset its share"):
+        hydra.utils.instantiate(cfg.data)
+    from fer_mm.data.mixed import PerDatasetProtocol
+    from fer_mm.data.protocols import SpeakerKFold
+
+    protocol = PerDatasetProtocol(dict(a=SpeakerKFold(k=3), b=ImageSplit()))
+    clips = pd.DataFrame(dict(dataset=["a"] * 6 + ["b"] * 10, actor=[1, 2, 3, 4, 5, 6] + [-1] * 10))
+    with pytest.raises(ValueError, match=r"data.protocols give the datasets \{'a': 3, 'b': 1\} folds"):
+        protocol.assign(clips, 0)
+
+
 def test_image_split_is_one_seeded_split_and_refuses_subject_ids():
     clips = pd.DataFrame(dict(actor=np.full(100, -1)))
     split, rows = ImageSplit(seed=3).assign(clips, 0)
@@ -166,6 +181,15 @@ def test_a_mixed_run_scores_each_task_over_the_samples_that_have_its_target(make
     assert datasets["fer2013"]["weight"] == datasets["utkface"]["weight"] == 0.5
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["tasks"] == record["tasks"]
+    # its checkpoint reads a new face as trained: FER2013's classes and crops, with gender and age
+    from fer_mm.inference.recognizer import Recognizer
+
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), np.full((48, 48), 120, np.uint8))
+    rec = Recognizer(tmp_path / "run")
+    row = rec.predict(str(face))
+    assert rec.class_names == list(FER_CLASSES) and rec.params.format == "fer2013"
+    assert row["status"] == "ok" and 0 <= row["p_male"] <= 1 and row["age"] > 0 and row["top"] in FER_CLASSES
 
 
 def cell(values: list) -> np.ndarray:

@@ -84,7 +84,7 @@ def stage_times(clips: list[str], models: dict[str, Recognizer]) -> dict[str, li
         item, _, _ = timed(FEATURES[0], clip_input, rec, media.frames, detected, media.audio, media.audio_rate)
         inputs = timed(FEATURES[1], rec.network_inputs, [item])
         for name, runtime in models.items():
-            timed(f"model ({name})", runtime.logits, inputs)
+            timed(f"model ({name})", runtime.network_outputs, inputs)
         if i == 0:
             times.clear()
     return times

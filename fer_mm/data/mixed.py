@@ -36,8 +36,8 @@ MIXED_VERSION = 1
 
 
 class PerDatasetProtocol:
-    """Each dataset's rows split by that dataset's own protocol; fold ``k`` is fold ``k`` of each (a
-    dataset with fewer folds, e.g. one released split, uses fold ``k`` modulo its count)."""
+    """Each dataset's rows split by that dataset's own protocol; fold ``k`` is fold ``k`` of each (their
+    protocols must have as many folds)."""
 
     name = "per_dataset"
 
@@ -45,16 +45,25 @@ class PerDatasetProtocol:
         self.protocols = protocols
 
     def n_folds(self, actors=None) -> int:
-        return max(p.n_folds(self.actors[name]) for name, p in self.protocols.items())
+        return max(self.fold_counts().values())
+
+    def fold_counts(self) -> dict[str, int]:
+        """Each dataset's folds; they must agree where more than one dataset has several (fold k of one
+        and fold k of another), else one dataset's test samples would repeat across the folds."""
+        counts = {name: p.n_folds(self.actors[name]) for name, p in self.protocols.items()}
+        if len(set(counts.values())) > 1:
+            raise ValueError(f"data.protocols give the datasets {counts} folds: mixed datasets need one fold count "
+                             f"(e.g. all one split, or all speaker_kfold with the same k)")
+        return counts
 
     def assign(self, clips: pd.DataFrame, fold: int) -> tuple[Split, dict[str, np.ndarray]]:
         self.actors = {name: clips.loc[clips["dataset"] == name, "actor"].unique() for name in self.protocols}
+        self.fold_counts()
         rows = {part: [] for part in PARTS}
         self.splits = {}
         for name, protocol in self.protocols.items():
             mine = np.flatnonzero(clips["dataset"].to_numpy() == name)
-            own = protocol.n_folds(self.actors[name])
-            self.splits[name], parts = protocol.assign(clips.iloc[mine].reset_index(drop=True), fold % own)
+            self.splits[name], parts = protocol.assign(clips.iloc[mine].reset_index(drop=True), fold)
             for part in PARTS:
                 rows[part].append(mine[parts[part]])
         rows = {part: np.sort(np.concatenate(r)) for part, r in rows.items()}
@@ -95,6 +104,10 @@ class MixedDataModule(FaceDataModule):
         if unknown:
             raise ValueError(f"data.protocols / data.weights name {unknown[0]!r}, which is not in data.datasets "
                              f"({', '.join(datasets)})")
+        unweighted = [name for name in datasets if weights and name not in weights]
+        if unweighted:
+            raise ValueError(f"data.weights.{unweighted[0]} is not set: give every dataset its share (0 leaves it out "
+                             f"of training), or set no weights (each in proportion to its size)")
         bad = {k: v for k, v in weights.items() if not (isinstance(v, (int, float)) and v >= 0)}
         if bad or (weights and not sum(weights.values()) > 0):
             raise ValueError(f"data.weights: shares must be numbers of at least 0, not all 0 (got {weights})")
@@ -103,8 +116,12 @@ class MixedDataModule(FaceDataModule):
                                                                             if k != "protocol"})
         first = next(iter(self.members.values()))
         self.params = first.params  # how faces are cropped at inference (all members share the face size)
-        self.root = self.cache_location()
         self.check_samples()
+
+    @property
+    def root(self) -> Path:
+        """The joined cache (the datasets' own roots are in the record's ``datasets``)."""
+        return self.cache_location()
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -133,7 +150,13 @@ class MixedDataModule(FaceDataModule):
                              "with model.inputs.frames=1")
 
     def cache_location(self) -> Path:
-        made = {name: str(m.cache_location()) for name, m in self.members.items()}
+        """``mixed-<key>``: the key hashes each dataset's cache and the state of its table, so a dataset
+        cache rebuilt in place (a fixed file, more images) makes a new join rather than reusing the old."""
+        made = {}
+        for name, member in self.members.items():
+            table = member.cache_location() / "clips.csv"
+            state = table.stat() if table.is_file() else None
+            made[name] = [str(table.parent), state.st_mtime_ns if state else None, state.st_size if state else None]
         key = hashlib.sha1(json.dumps(dict(made, version=MIXED_VERSION), sort_keys=True).encode()).hexdigest()[:10]
         return self.cache_dir / f"mixed-{key}"
 

@@ -3,7 +3,7 @@ it: the preprocessing it was trained with, its inputs, its face detectors and th
 
 A checkpoint is read as training writes it: ``hyper_parameters`` (``net``, ``inputs``, ``tasks``: the
 gender and age heads it reads, :mod:`fer_mm.inference.readings`),
-``state_dict``, and the datamodule's state (``CremaDDataModule`` or ``ImageDataModule``:
+``state_dict``, and the datamodule's state (``CremaDDataModule``, ``ImageDataModule`` or ``MixedDataModule``:
 ``preprocess``, ``class_names``). An exported model carries the same in its metadata
 (:data:`ONNX_METADATA_KEY`, written by :mod:`fer_mm.inference.export`).
 """
@@ -167,7 +167,8 @@ class TrainedModel:
         system.eval().to(self.device)
         self.net, self.inputs, self.net_config = system.net, system.inputs, dict(hparams["net"])
         self.tasks, self.onnx_outputs = read_tasks(hparams.get("tasks")), {}
-        data_state = saved.get("CremaDDataModule") or saved.get("ImageDataModule") or {}
+        # the datamodule's state, saved under its class name (CremaDDataModule, ImageDataModule, MixedDataModule)
+        data_state = next((v for k, v in saved.items() if k.endswith("DataModule") and isinstance(v, dict)), {})
         preprocess = data_state.get("preprocess") or _run_preprocess(self.checkpoint)
         if preprocess is None:
             log.warning("%s does not say how its faces were cropped (an older checkpoint outside its run "

@@ -23,8 +23,8 @@ VOTE_MODALITIES = {"1": "voice", "2": "face", "3": "audio-visual"}
 
 def _actor_accuracy(exp: Experiment, folds: list[int]) -> pd.Series:
     """Accuracy per (fold, test actor): the unit of the paired test."""
-    parts = {f: (exp.predictions[f]["pred"] == exp.predictions[f]["label"]).groupby(exp.predictions[f]["actor"]).mean()
-             for f in folds}
+    labelled = {f: exp.predictions[f][exp.predictions[f]["label"] >= 0] for f in folds}  # -1: no emotion label
+    parts = {f: (p["pred"] == p["label"]).groupby(p["actor"]).mean() for f, p in labelled.items()}
     return pd.concat(parts, names=["fold", "actor"])
 
 
@@ -107,7 +107,8 @@ def default_pairs(experiments: list[Experiment]) -> list[tuple[str, str]]:
     for a, b in itertools.combinations(experiments, 2):
         same_data = all(next(iter(a.folds.values()))[k] == next(iter(b.folds.values()))[k]
                         for k in ("dataset", "class_names"))
-        if a.protocol == b.protocol and same_data:
+        emotion = bool(next(iter(a.folds.values()))["class_names"])  # the pairs compare emotion accuracy
+        if a.protocol == b.protocol and same_data and emotion:
             pairs.append((b.key, a.key) if set(a.modalities) > set(b.modalities) else (a.key, b.key))
     return pairs
 
