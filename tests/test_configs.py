@@ -118,7 +118,7 @@ def test_model_inputs_take_no_sample_rate_only_without_audio():
 
 # The face-attribute experiments (gender and age from UTKFace and IMDB-WIKI, and with FER2013's emotion),
 # recorded when they were added.
-FACE_HASHES = {"faces_multitask": "3b3eb125", "imdb_wiki_gender_age": "ca757530", "utkface_age": "74269e0b",
+FACE_HASHES = {"faces_multitask": "3b3eb125", "imdb_wiki_gender_age": "cb1d5281", "utkface_age": "74269e0b",
                "utkface_gender": "8491e720"}
 
 

@@ -27,7 +27,7 @@ def save_checkpoint(path, net: dict, inputs: dict | None = None):
 
 
 # the two Inception networks take 50 s of the default suite's 10 minutes: they run in the slow job
-SLOW_EXPORTS = {"inception_v4", "inception_resnet_v2"}
+SLOW_EXPORTS = {"inception_v4", "inception_resnet_v2", "resnet50"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXPORTS else n
@@ -65,6 +65,7 @@ def test_an_onnx_file_without_runtime_onnx_is_named(tmp_path):
         Recognizer(path)
 
 
+@pytest.mark.slow  # in the slow job: the default suite stays under 10 minutes on 2 cores
 def test_the_export_command(tmp_path):
     import os
     import subprocess

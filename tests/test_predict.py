@@ -186,6 +186,7 @@ def test_an_older_checkpoint_takes_its_preprocessing_from_its_run_folder(trained
     assert Recognizer(old_run / "checkpoints" / "best.ckpt").params.smooth_frames == 3
 
 
+@pytest.mark.slow  # in the slow job: the default suite stays under 10 minutes on 2 cores
 def test_the_command_exits_nonzero_only_when_no_file_succeeded(trained, videos, tmp_path):
     run_dir, _ = trained["ar5_fusion"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -1,5 +1,6 @@
 import av
 import numpy as np
+import pytest
 import soundfile as sf
 
 from fer_mm.data.sources.crema_d import read_demographics
@@ -28,6 +29,7 @@ def test_twin_has_the_release_formats(twin_root):
     assert len(read_demographics(twin_root / "VideoDemographics.csv")) == 4
 
 
+@pytest.mark.slow  # in the slow job: the default suite stays under 10 minutes on 2 cores
 def test_twin_is_deterministic_per_seed(tmp_path, twin_root):
     name = "1001_IEO_FEA_HI.wav"  # one actor's twins: a clip depends on its name and the seed only
     again = generate(tmp_path / "a", 1, 1, seed=0, workers=1, progress=False)

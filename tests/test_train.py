@@ -117,6 +117,7 @@ def _train_cli(args, cwd):
     return out.stdout + out.stderr
 
 
+@pytest.mark.slow  # in the slow job: the default suite stays under 10 minutes on 2 cores
 def test_hyperparameter_by_fold_multirun_one_folder_each_and_rerun_skips(tmp_path, data_overrides):
     base = ["experiment=ar2_video", "debug=limit", "logger=none", f"paths.log_dir={tmp_path}", *data_overrides]
     log = _train_cli(["-m", "model.optimizer.lr=1e-3,5e-2", "cv.fold=0,1", *base], tmp_path)
@@ -225,6 +226,7 @@ def test_init_from_loads_only_weights_safely(tmp_path, data_overrides, make_cfg)
         EmotionSystem(net={"name": "ar2"}, init_from=str(tmp_path / "empty.ckpt"))
 
 
+@pytest.mark.slow  # in the slow job: the default suite stays under 10 minutes on 2 cores
 def test_parallel_launcher_names_folders_by_config_and_fold(tmp_path, data_overrides):
     # the joblib launcher resolves the run folder in its worker processes: the ${run_id:} resolver must be there
     log = _train_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "experiment=ar2_video",
