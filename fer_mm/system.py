@@ -68,7 +68,8 @@ class EmotionSystem(pl.LightningModule):
         emotion_weight = float(tasks.pop("emotion", {}).get("weight", 1.0))
         if self.num_classes == 0 and not tasks:
             raise ValueError("model.net.num_classes=0 builds no emotion classifier: give the model another task "
-                             "(model.tasks.gender, model.tasks.age), or data with emotion labels")
+                             "(+model.tasks.gender.weight=1, +model.tasks.age.weight=1, or experiment=utkface_gender, "
+                             "utkface_age, imdb_wiki_gender_age), or data with emotion labels")
         self.loss_weights = {"emotion": emotion_weight} if self.num_classes else {}
         self.age_groups, self.age_loss = age_groups(tasks.get("age")), age_loss(tasks.get("age"))
         if tasks:
