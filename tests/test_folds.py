@@ -77,6 +77,7 @@ def test_stacked_adamw_is_torch_adamw_per_fold():
             torch.testing.assert_close(stacked.state(k)[name], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # in the slow job: the default suite stays under 10 minutes on 2 cores
 def test_folds_trained_together_match_each_fold_alone(tmp_path, data_overrides, make_cfg):
     overrides = ["experiment=ar5_fusion", "debug=limit", "logger=csv", *NO_DRAWS, *data_overrides]
     together = train(make_cfg(tmp_path / "together" / "fold_1", [*overrides, "cv.fold=1", "folds_together=2"]))
