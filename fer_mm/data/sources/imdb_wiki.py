@@ -78,7 +78,7 @@ def _load_struct(path: Path):
     needed = REQUIRED_FIELDS + (IMDB_FIELDS if name == "imdb" else ())
     for field in needed:
         if field not in fields:
-            raise ValueError(f"{path.name} has no field {field} (a release .mat holds {', '.join(needed)})")
+            raise ValueError(f"{path} has no field {field} (a release .mat holds {', '.join(needed)})")
     return name, struct
 
 
@@ -112,7 +112,7 @@ def _numbers(value, n: int, field: str, path: Path) -> np.ndarray:
     except (TypeError, ValueError):
         numbers = None
     if numbers is None or numbers.size != n:
-        raise ValueError(f"{path.name}: field {field} is not {n} numbers (one per full_path entry)")
+        raise ValueError(f"{path}: field {field} is not {n} numbers (one per full_path entry)")
     return numbers
 
 
@@ -181,7 +181,7 @@ def read_set(path: Path) -> tuple[str, pd.DataFrame, list[str]]:
     names, locations = [_text(x) for x in _cells(s.name, n)], _locations(s.face_location, n)
     if len(names) != n or len(locations) != n:
         field = "name" if len(names) != n else "face_location"
-        raise ValueError(f"{path.name}: field {field} does not have {n} entries (one per full_path entry)")
+        raise ValueError(f"{path}: field {field} does not have {n} entries (one per full_path entry)")
     celeb = _numbers(s.celeb_id, n, "celeb_id", path) if name == "imdb" else np.full(n, -1.0)
     celeb_names = _strings(s.celeb_names) if name == "imdb" else []
     ages, problems = [], []
