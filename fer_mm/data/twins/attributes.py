@@ -35,7 +35,7 @@ from fer_mm.data.parallel import imap_progress
 from fer_mm.data.twins.actors import Actor
 from fer_mm.data.twins.displays import keyed_rng
 from fer_mm.data.twins.face import FaceTraits, face_ellipse, render_face
-from fer_mm.data.twins.spec import SPEC_FILE, read_spec
+from fer_mm.data.twins.spec import SPEC_FILE, check_twin_folder
 from fer_mm.files import write_atomic
 
 UTKFACE_TWIN_KIND = "fer-mm synthetic UTKFace twin"
@@ -63,24 +63,6 @@ GENDERS = ("female", "male")  # displays.csv spells genders out; index = male
 
 
 # ---------------------------------------------------------------------------------- shared
-
-
-def check_twin_folder(out_dir: Path, spec: dict, keys: tuple[str, ...], data: Path) -> dict | None:
-    """The folder's spec where it holds this twin (whole or in part), None where it is new.
-
-    Raises ValueError, naming what differs, where it holds another twin or data that is no twin.
-    """
-    old = read_spec(out_dir)
-    if old is None:
-        if data.exists():
-            raise ValueError(f"{out_dir} holds {data.name} but no {SPEC_FILE}: real data or another tool's; "
-                             f"generate into another folder")
-        return None
-    changed = [f"{k}: {old.get(k)!r} there, {spec[k]!r} asked" for k in keys if old.get(k) != spec[k]]
-    if changed:
-        raise ValueError(f"{out_dir} holds another twin ({'; '.join(changed)}); generate into another folder or "
-                         f"delete it")
-    return old
 
 
 def check_noise(age_noise: float, gender_flip: float) -> tuple[float, float]:

@@ -35,7 +35,7 @@ from fer_mm.data.sources import ckplus, fer2013
 from fer_mm.data.twins.actors import AU_IDS, Actor
 from fer_mm.data.twins.displays import keyed_rng
 from fer_mm.data.twins.face import EMOTION_AUS, background, render_face
-from fer_mm.data.twins.spec import SPEC_FILE, read_spec
+from fer_mm.data.twins.spec import SPEC_FILE, check_twin_folder
 from fer_mm.files import write_atomic
 
 FER2013_TWIN_KIND = "fer-mm synthetic FER2013 twin"
@@ -95,24 +95,6 @@ def _render(actor: Actor, bg: np.ndarray, aus: dict[int, float], mouth_open: flo
     drawn = {au: v for au, v in aus.items() if au not in EXTRA_AUS}
     return render_face(actor, bg, drawn, mouth_open + 0.8 * aus.get(27, 0.0), motion, blink, rng,
                        asym=min(1.0, aus.get(14, 0.0)))
-
-
-def _check_folder(out_dir: Path, spec: dict, keys: tuple[str, ...], data: Path) -> dict | None:
-    """The folder's spec where it holds this twin (whole or in part), None where it is new.
-
-    Raises ValueError, naming what differs, where it holds another twin or data that is no twin.
-    """
-    old = read_spec(out_dir)
-    if old is None:
-        if data.exists():
-            raise ValueError(f"{out_dir} holds {data.name} but no {SPEC_FILE}: real data or another tool's; "
-                             f"generate into another folder")
-        return None
-    changed = [f"{k}: {old.get(k)!r} there, {spec[k]!r} asked" for k in keys if old.get(k) != spec[k]]
-    if changed:
-        raise ValueError(f"{out_dir} holds another twin ({'; '.join(changed)}); generate into another folder or "
-                         f"delete it")
-    return old
 
 
 # ---------------------------------------------------------------------------------- FER2013
@@ -229,7 +211,7 @@ def generate_fer2013(out_dir: Path, n_subjects: int = 120, images_per_subject: i
     out_dir = Path(out_dir)
     spec = fer2013_spec(n_subjects, images_per_subject, seed, difficulty)
     csv_path = out_dir / fer2013.CSV_FILE
-    old = _check_folder(out_dir, spec, FER2013_KEYS, csv_path)
+    old = check_twin_folder(out_dir, spec, FER2013_KEYS, csv_path)
     if old is not None and csv_path.exists():  # the csv is written last
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -376,7 +358,7 @@ def generate_ckplus(out_dir: Path, n_subjects: int = 24, seed: int = 0, labelled
     """
     out_dir = Path(out_dir)
     spec = ckplus_spec(n_subjects, seed, labelled_share)
-    old = _check_folder(out_dir, spec, CKPLUS_KEYS, out_dir / ckplus.IMAGES_DIR)
+    old = check_twin_folder(out_dir, spec, CKPLUS_KEYS, out_dir / ckplus.IMAGES_DIR)
     plan = _ckplus_plan(n_subjects, seed, spec["labelled_share"])
     todo = [seq for seq in plan if not _facs_path(out_dir, seq).exists()]
     if old is not None and not todo:

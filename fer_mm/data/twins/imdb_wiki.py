@@ -35,10 +35,10 @@ import scipy.io
 from fer_mm.data.parallel import imap_progress
 from fer_mm.data.twins.actors import Actor
 from fer_mm.data.twins.attributes import (ATTRIBUTE_TWIN_VERSION, DISPLAYS_FILE, backdrop, ceilings, check_noise,
-                                          check_twin_folder, displays_text, draw_display, jpeg, person_traits, portrait)
+                                          displays_text, draw_display, jpeg, person_traits, portrait)
 from fer_mm.data.twins.displays import keyed_rng
 from fer_mm.data.twins.face import FaceTraits, face_ellipse, render_face
-from fer_mm.data.twins.spec import SPEC_FILE
+from fer_mm.data.twins.spec import SPEC_FILE, check_twin_folder
 from fer_mm.files import write_atomic
 
 IMDB_WIKI_TWIN_KIND = "fer-mm synthetic IMDB-WIKI twin"

@@ -60,3 +60,21 @@ def read_spec(root: Path) -> dict | None:
     """A twin's ``SYNTHETIC.json``, or None where ``root`` is not a generated twin."""
     path = Path(root) / SPEC_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_twin_folder(out_dir: Path, spec: dict, keys: tuple[str, ...], data: Path) -> dict | None:
+    """The folder's spec where it holds this twin (whole or in part), None where it is new.
+
+    Raises ValueError, naming what differs, where it holds another twin or data that is no twin.
+    """
+    old = read_spec(out_dir)
+    if old is None:
+        if data.exists():
+            raise ValueError(f"{out_dir} holds {data.name} but no {SPEC_FILE}: real data or another tool's; "
+                             f"generate into another folder")
+        return None
+    changed = [f"{k}: {old.get(k)!r} there, {spec[k]!r} asked" for k in keys if old.get(k) != spec[k]]
+    if changed:
+        raise ValueError(f"{out_dir} holds another twin ({'; '.join(changed)}); generate into another folder or "
+                         f"delete it")
+    return old
