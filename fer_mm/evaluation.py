@@ -37,6 +37,7 @@ import torch
 from torchmetrics import Metric
 
 from fer_mm.files import write_atomic
+from fer_mm.vocab import MODALITIES
 
 SCHEMA_VERSION = 2  # of metrics.json; 2: config hash and result config, dataset id, folds_total
 METRIC_NAMES = ("acc", "uar", "f1")
@@ -95,7 +96,8 @@ class ConfusionMetric(Metric):
 
 
 def predictions_table(clips: pd.DataFrame, labels: np.ndarray, probs: np.ndarray | None,
-                      class_names: Sequence[str], tasks: dict | None = None) -> pd.DataFrame:
+                      class_names: Sequence[str], tasks: dict | None = None,
+                      branches: dict | None = None) -> pd.DataFrame:
     """One row per clip: its identity, true and predicted label, and each class's probability.
 
     ``clips`` holds the clips' rows (name, actor, sentence, level, and ``dataset`` where a run mixes
@@ -107,7 +109,8 @@ def predictions_table(clips: pd.DataFrame, labels: np.ndarray, probs: np.ndarray
     ``au_ids``; ``age_groups``: the age's :class:`~fer_mm.models.multitask.AgeGroups`, with age's
     output then the groups' probabilities), which add the columns ``gender, p_male, pred_gender``,
     ``age, pred_age`` (and ``age_group, pred_age_group``, the groups' names) and ``au<k>, p_au<k>``
-    per action unit.
+    per action unit. ``branches``: a fused model's branches' own predicted classes by modality,
+    the columns ``pred_video`` and ``pred_audio``.
     """
     identity = dict(name=clips["name"].to_numpy(), actor=clips["actor"].to_numpy(),
                     sentence=clips["sentence"].to_numpy(), level=clips["level"].to_numpy())
@@ -120,6 +123,8 @@ def predictions_table(clips: pd.DataFrame, labels: np.ndarray, probs: np.ndarray
                              pred=pred, pred_name=[class_names[i] for i in pred])
         for i, name in enumerate(class_names):
             table[f"p_{name}"] = probs[:, i].round(6)
+        for modality, branch_pred in (branches or {}).items():
+            table[f"pred_{modality}"] = branch_pred
     tasks = tasks or {}
     if "gender" in tasks:
         truth, p_male = tasks["gender"]
@@ -252,6 +257,17 @@ def probability_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("p_")]
 
 
+def branch_scores(predictions: pd.DataFrame, num_classes: int) -> dict:
+    """A fused model's branches read alone (the ``pred_video`` / ``pred_audio`` columns): each one's
+    accuracy and UAR over the labelled clips, by modality."""
+    out = {}
+    for modality in MODALITIES:
+        if f"pred_{modality}" in predictions:
+            s = scores(confusion_matrix(predictions["label"], predictions[f"pred_{modality}"], num_classes))
+            out[modality] = dict(acc=s["acc"], uar=s["uar"])
+    return out
+
+
 def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged: dict,
                baselines: dict | None = None, **fields) -> dict:
     """The ``metrics.json`` of a fold: the test metrics the system logged, and the fields given.
@@ -260,7 +276,8 @@ def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged:
     and each one's ``baseline`` from ``baselines`` (what a model that ignores the input scores).
 
     The per-class recall and the confusion matrix come from ``predictions``; the report
-    recomputes the logged scores from the same table (a test checks that they agree).
+    recomputes the logged scores from the same table (a test checks that they agree). A fused
+    model's ``branches`` hold each branch's own accuracy and UAR inside it (:func:`branch_scores`).
     """
     tasks = task_scores(predictions)
     for task, baseline in (baselines or {}).items():  # a figure, or figures named baseline_*
@@ -270,6 +287,9 @@ def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged:
         s = prediction_scores(predictions, len(class_names))
         emotion = dict(per_class_recall=dict(zip(class_names, np.round(s["per_class_recall"], 6).tolist())),
                        confusion=s["confusion"])
+        branches = branch_scores(predictions, len(class_names))
+        if branches:
+            emotion["branches"] = branches
     return dict(
         schema_version=SCHEMA_VERSION,
         **fields,

@@ -236,6 +236,10 @@ class StackedFit:
             if len(system.loss_weights) > 1 or not system.emotion:
                 raise ValueError("folds_together>1 trains emotion-only systems; model.tasks needs one fold at a time "
                                  "(folds_together=1)")
+            if not system.plain_training:
+                raise ValueError("folds_together>1 trains with the plain cross-entropy: model.label_smoothing, "
+                                 "model.mixup, model.aux_weight and model.balance need one fold at a time "
+                                 "(folds_together=1)")
         if str(self.precision).startswith("16"):  # fp16 needs loss scaling, which the stacked update lacks
             raise ValueError("folds_together>1 trains in 32-true or bf16-mixed precision, and this GPU has no bf16: "
                              "set trainer.precision=32-true")

@@ -13,9 +13,12 @@ import torch
 import torch.nn.functional as F
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from fer_mm.balancing import (DEFAULT_ALPHA, branch_scores, check_method, discrepancy, modulate_gradients,
+                              ogm_coefficients, opm_drop_probabilities, opm_keep)
 from fer_mm.evaluation import METRIC_NAMES, ConfusionMetric, TaskMetric
 from fer_mm.models import get_model
 from fer_mm.models.base import FRAMES
+from fer_mm.models.fusion import FusionModel
 from fer_mm.models.inputs import ModelInputs
 from fer_mm.models.multitask import MultiTaskModel, age_groups, age_loss
 
@@ -48,14 +51,36 @@ class EmotionSystem(pl.LightningModule):
             target is unknown count in no loss or metric of that task: an emotion label of -1
             too (a dataset without emotion labels, mixed with one that has them).
 
+        label_smoothing: the training loss's label smoothing (0: none; validation and test losses
+            are always the plain cross-entropy).
+        mixup: mixup's Beta(alpha, alpha) parameter (Zhang et al. 2018): in training, each batch's
+            inputs (faces and spectrograms alike) and targets are mixed with a shuffled copy of
+            itself; 0 turns it off.
+        aux_weight: a fused model (video and audio) gets a classifier on each branch's own
+            embedding, trained with this weight beside the fused loss (0: none).
+        balance: modality balancing of a fused model, ``none``, ``ogm``, ``ogm_ge`` or ``opm``
+            (:mod:`fer_mm.balancing`), with ``balance_alpha`` (None: the method's default).
+        precise_bn: before each validation in training, the batch norms' running statistics are
+            recomputed (an exact average, with the current weights) from the epoch's last
+            ``precise_bn`` training batches, as precise BN does (Wu & Johnson 2021): a network whose
+            weights move faster than the running averages follow is then read as it trains. 0: off
+            (the running averages as they are).
+
     ``net.num_classes: 0`` (data without emotion labels, such as UTKFace alone) builds a model
     without an emotion classifier: it learns only its tasks, and logs no emotion metric.
+
+    A fused model's branches are also read alone (:meth:`FusionModel.branch_logits`): each one's
+    accuracy inside the fused model is logged per epoch (``val/video_acc``, ``val/audio_acc``;
+    in training too where the auxiliary heads or balancing compute them) and kept in the test
+    predictions (``pred_video``, ``pred_audio``).
     """
 
     def __init__(self, net: dict, inputs: dict | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, class_weights: Sequence[float] | None = None,
-                 init_from: str | None = None, tasks: dict | None = None):
+                 init_from: str | None = None, tasks: dict | None = None, label_smoothing: float = 0.0,
+                 mixup: float = 0.0, aux_weight: float = 0.0, balance: str = "none",
+                 balance_alpha: float | None = None, precise_bn: int = 0):
         super().__init__()
         # init_from is left out: a checkpoint holds its weights already and must load on its own
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
@@ -64,6 +89,11 @@ class EmotionSystem(pl.LightningModule):
             raise ValueError("model.net.frames is not a setting: the frame count is model.inputs.frames")
         self.num_classes = int(net.get("num_classes", 6))
         self.net = get_model(net.pop("name"), frames=int(inputs.get("frames", FRAMES)), **net)
+        self._set_recipe(label_smoothing, mixup, aux_weight, balance, balance_alpha, bool(tasks))
+        if precise_bn < 0:
+            raise ValueError(f"model.precise_bn is a number of training batches, 0 or more, got {precise_bn}")
+        self.precise_bn = int(precise_bn)
+        self._recent_batches: list[dict] = []  # the epoch's last training batches, for precise_bn
         tasks = {task: dict(spec or {}) for task, spec in (tasks or {}).items()}
         emotion_weight = float(tasks.pop("emotion", {}).get("weight", 1.0))
         if self.num_classes == 0 and not tasks:
@@ -94,7 +124,49 @@ class EmotionSystem(pl.LightningModule):
         for stage in STAGES:  # one per stage, as Lightning wants metric objects
             setattr(self, f"{stage}_confusion", ConfusionMetric(self.num_classes))
             setattr(self, f"{stage}_tasks", TaskMetric(len(self.au_ids), self.age_groups))
+            if self.fused:
+                setattr(self, f"{stage}_branches", torch.nn.ModuleDict(
+                    {m: ConfusionMetric(self.num_classes) for m in self.fusion.branches}))
         self.test_outputs: list[dict[str, torch.Tensor]] = []
+        # the balancing's state from the last training step (device tensors): OGM's coefficients for
+        # the gradients of this step, OPM's discrepancy ratios for the next step's forward pass
+        self._ogm: dict[str, torch.Tensor] = {}
+        self._ratios: dict[str, torch.Tensor] = {}
+
+    def _set_recipe(self, label_smoothing: float, mixup: float, aux_weight: float, balance: str,
+                    balance_alpha: float | None, tasks: bool) -> None:
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if mixup < 0:
+            raise ValueError(f"model.mixup is Beta(alpha, alpha)'s alpha, 0 or more (0: off), got {mixup}")
+        if mixup and tasks:
+            raise ValueError("model.mixup mixes emotion targets only: train it without model.tasks")
+        self.label_smoothing, self.mixup, self.aux_weight = float(label_smoothing), float(mixup), float(aux_weight)
+        self.balance = check_method(balance)
+        self.balance_alpha = DEFAULT_ALPHA.get(balance, 0.0) if balance_alpha is None else float(balance_alpha)
+        if (aux_weight or balance != "none") and not self.fused:
+            raise ValueError(f"model.aux_weight={aux_weight} and model.balance={balance!r} act on a fused model's two "
+                             f"branches, and {type(self.net).__name__} with modalities {list(self.net.modalities)} is "
+                             f"not one: use ar5, late_fusion or cross_attention with modalities [video, audio]")
+        if aux_weight:
+            self.fusion.add_aux_heads(self.num_classes)
+
+    @property
+    def fusion(self) -> FusionModel | None:
+        """The fused model inside (under the task heads too), where the model fuses two modalities."""
+        net = self.net.base if isinstance(self.net, MultiTaskModel) else self.net
+        return net if isinstance(net, FusionModel) and len(net.branches) > 1 else None
+
+    @property
+    def fused(self) -> bool:
+        return self.fusion is not None and self.num_classes > 0
+
+    @property
+    def plain_training(self) -> bool:
+        """Whether training is one cross-entropy per step with nothing beside it (what folds trained
+        together, :mod:`fer_mm.stacked`, reproduce)."""
+        return not (self.label_smoothing or self.mixup or self.aux_weight or self.balance != "none"
+                    or self.precise_bn)
 
     def _load_net_weights(self, path: str) -> None:
         # weights only: a checkpoint is data, never code to run
@@ -134,25 +206,77 @@ class EmotionSystem(pl.LightningModule):
         """Logits of a batch of raw clip tensors (noise on the audio only in training mode)."""
         return self.net(**self.inputs(batch, augment=self.training))
 
-    def outputs(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Every task's output: ``emotion`` logits, and ``gender`` / ``age`` / ``au`` where the model has them."""
+    def outputs(self, batch: dict, inputs: dict | None = None, keep: dict | None = None,
+                branches: bool = False) -> dict[str, torch.Tensor]:
+        """Every task's output: ``emotion`` logits, and ``gender`` / ``age`` / ``au`` where the model has
+        them; with ``branches``, a fused model's ``branches`` (each branch's own logits). ``inputs``:
+        the network's inputs where already made (mixup); ``keep``: per-sample branch masks (OPM)."""
+        inputs = self.inputs(batch, augment=self.training) if inputs is None else inputs
+        fusion = self.fusion
+        if fusion is None:
+            return self.net.forward_tasks(**inputs) if self.multitask else {"emotion": self.net(**inputs)}
+        embeddings = fusion.embeddings(**inputs)
+        x = fusion.fuse(embeddings, keep)
+        out = self.net.task_outputs(x) if self.multitask else {"emotion": fusion.forward_head(x)}
+        if branches and self.fused:
+            out["branches"] = fusion.branch_logits(embeddings)
+        return out
+
+    def _emotion_loss(self, logits: torch.Tensor, labels: torch.Tensor, stage: str,
+                      mix: tuple | None = None) -> torch.Tensor:
+        """Cross-entropy over the clips with a label (-1: none; where every sample of a batch lacks
+        one the mean is 0 / 0, made 0, its gradient being 0 already); in training with the label
+        smoothing, and with mixup's two targets weighed by its ``(lam, order)``."""
+        smoothing = self.label_smoothing if stage == "train" else 0.0
+
+        def ce(target: torch.Tensor) -> torch.Tensor:
+            return torch.nan_to_num(F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=-1,
+                                                    label_smoothing=smoothing), nan=0.0)
+
+        if mix is None:
+            return ce(labels)
+        lam, order = mix
+        return lam * ce(labels) + (1 - lam) * ce(labels[order])
+
+    def _mixed_inputs(self, batch: dict) -> tuple[dict, tuple | None]:
+        """The network's inputs, and in training with mixup the batch mixed with a shuffled copy of
+        itself (every input alike) with its ``(lam, order)``."""
         inputs = self.inputs(batch, augment=self.training)
-        if self.multitask:
-            return self.net.forward_tasks(**inputs)
-        return {"emotion": self.net(**inputs)}
+        if not (self.training and self.mixup):
+            return inputs, None
+        lam = float(torch.distributions.Beta(self.mixup, self.mixup).sample())  # drawn on the host: no sync
+        order = torch.randperm(len(batch["label"]), device=batch["label"].device)
+        return {m: lam * x + (1 - lam) * x[order] for m, x in inputs.items()}, (lam, order)
 
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, dict]:
-        outputs = self.outputs(batch)
         n = len(batch["label"])
+        training = stage == "train"
+        inputs, mix = self._mixed_inputs(batch)
+        keep = None
+        if training and self.balance == "opm" and self._ratios:
+            drop = opm_drop_probabilities(self._ratios, self.balance_alpha)
+            keep = opm_keep(drop, n, batch["label"].device)
+            self.log_dict({f"train/opm_drop_{m}": p for m, p in drop.items()}, on_step=False, on_epoch=True,
+                          batch_size=n)
+        branches = self.fused and (not training or bool(self.aux_weight) or self.balance != "none")
+        outputs = self.outputs(batch, inputs, keep, branches)
         loss = 0.0
         if self.emotion:
             logits = outputs["emotion"]
-            # -1: a sample without an emotion label; where every sample of a batch lacks one the mean is
-            # 0 / 0, made 0 (its gradient is 0 already). With every label known this is the plain loss.
-            emotion_loss = torch.nan_to_num(F.cross_entropy(logits, batch["label"], weight=self.class_weights,
-                                                            ignore_index=-1), nan=0.0)
-            loss = self.loss_weights["emotion"] * emotion_loss
+            loss = self.loss_weights["emotion"] * self._emotion_loss(logits, batch["label"], stage, mix)
             self._confusion(stage).update(logits.detach(), batch["label"])
+        for m, z in outputs.get("branches", {}).items():
+            getattr(self, f"{stage}_branches")[m].update(z.detach(), batch["label"])
+            if training and self.aux_weight:
+                loss = loss + self.aux_weight * self._emotion_loss(z, batch["label"], stage, mix)
+        if training and self.balance != "none":
+            scores = branch_scores(outputs["branches"], batch["label"])
+            if self.balance == "opm":
+                self._ratios = discrepancy(scores)
+            else:
+                self._ogm = ogm_coefficients(scores, self.balance_alpha)
+                self.log_dict({f"train/ogm_coeff_{m}": k for m, k in self._ogm.items()}, on_step=False,
+                              on_epoch=True, batch_size=n)
         for task, weight in self.loss_weights.items():
             if task != "emotion":
                 task_loss = _task_loss(task, outputs[task], batch[task], self.au_pos_weight, self.age_groups,
@@ -160,22 +284,61 @@ class EmotionSystem(pl.LightningModule):
                 self.log(f"{stage}/{task}_loss", task_loss, on_step=False, on_epoch=True, batch_size=n)
                 loss = loss + weight * task_loss
         if self.multitask:
-            getattr(self, f"{stage}_tasks").update({k: v.detach() for k, v in outputs.items()}, batch)
+            getattr(self, f"{stage}_tasks").update({k: v.detach() for k, v in outputs.items() if k != "branches"},
+                                                   batch)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=n)
         return loss, outputs
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.balance in ("ogm", "ogm_ge") and self._ogm:
+            fusion = self.fusion
+            modulate_gradients({m: fusion.branch_parameters(m) for m in fusion.branches}, self._ogm,
+                               noise=self.balance == "ogm_ge")
 
     def _log_scores(self, stage: str) -> None:
         if self.emotion:
             s = self._confusion(stage).compute()
             self.log_dict({f"{stage}/{k}": s[k] for k in METRIC_NAMES}, prog_bar=stage == "val")
             self._confusion(stage).reset()
+        if self.fused:
+            for m, confusion in getattr(self, f"{stage}_branches").items():
+                if int(confusion.confusion.sum()):  # training logs its branches only where it reads them
+                    s = confusion.compute()
+                    self.log_dict({f"{stage}/{m}_acc": s["acc"], f"{stage}/{m}_uar": s["uar"]})
+                confusion.reset()
         if self.multitask:
             tasks = getattr(self, f"{stage}_tasks")
             self.log_dict({f"{stage}/{k}": v for k, v in tasks.compute().items()})
             tasks.reset()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.precise_bn:
+            self._recent_batches = (self._recent_batches + [batch])[-self.precise_bn:]
         return self._step(batch, "train")[0]
+
+    def on_validation_epoch_start(self) -> None:
+        if self.precise_bn and self._recent_batches and self.trainer.state.fn == "fit":
+            self.recompute_batch_norms(self._recent_batches)
+            self._recent_batches = []
+
+    @torch.no_grad()
+    def recompute_batch_norms(self, batches: list[dict]) -> None:
+        """Set every batch norm's running statistics to the exact average of its batch statistics over
+        ``batches`` (their training inputs, augmented as in training), with the current weights."""
+        norms = [m for m in self.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        was_training = self.training
+        momenta = [m.momentum for m in norms]
+        self.train()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the passes below
+        for batch in batches:
+            self.net(**self.inputs(batch, augment=True))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        self.train(was_training)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -185,6 +348,8 @@ class EmotionSystem(pl.LightningModule):
         kept = dict(index=batch["index"].cpu(), label=batch["label"].cpu())
         if self.emotion:
             kept["probs"] = outputs["emotion"].float().softmax(1).cpu()
+        for m, z in outputs.get("branches", {}).items():
+            kept[f"pred_{m}"] = z.argmax(1).cpu()
         if "gender" in outputs:
             kept["p_male"] = outputs["gender"].float().softmax(1)[:, 1].cpu()
         if "age" in outputs and self.age_groups is None:
@@ -205,6 +370,9 @@ class EmotionSystem(pl.LightningModule):
         self.test_outputs.clear()
         self.test_confusion.reset()
         self.test_tasks.reset()
+        if self.fused:
+            for confusion in self.test_branches.values():
+                confusion.reset()
 
     def on_test_epoch_end(self) -> None:
         self._log_scores("test")

@@ -331,7 +331,8 @@ def _fold_record(cfg: DictConfig, system, datamodule, trainer: pl.Trainer, run_h
     out = {k: torch.cat([o[k] for o in system.test_outputs]).numpy() for k in system.test_outputs[0]}
     predictions = predictions_table(datamodule.cache.clips.iloc[out["index"]], out["label"], out.get("probs"),
                                     datamodule.class_names, task_columns(out, datamodule.target_arrays, system.au_ids,
-                                                                         system.age_groups))
+                                                                         system.age_groups),
+                                    branches={m: out[f"pred_{m}"] for m in system.modalities if f"pred_{m}" in out})
     split, rows = datamodule.split, datamodule.rows
     record = run_record(
         predictions=predictions, class_names=list(datamodule.class_names),

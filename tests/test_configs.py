@@ -19,7 +19,8 @@ DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if not p.stem.start
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # the pairs refused before any work: AR5 reads audio by default, and the face image sets hold none
-REFUSED = {(d, "ar5") for d in ("ckplus", "fer2013", "image_folder", "utkface", "imdb_wiki", "faces_mixed")}
+REFUSED = {(d, m) for d in ("ckplus", "fer2013", "image_folder", "utkface", "imdb_wiki", "faces_mixed")
+           for m in ("ar5", "logmel_cnn", "late_fusion", "cross_attention")}
 # data without emotion labels: a model is refused unless it learns another task (model.tasks)
 NO_EMOTION = ("utkface", "imdb_wiki")
 FOLDER_CLASSES = ("angry", "happy", "sad")
@@ -68,8 +69,9 @@ def _build(cfg):
 def test_every_data_and_model_pair_composes_or_is_refused(data, model, image_folder, make_cfg, tmp_path):
     cfg = make_cfg(tmp_path, [f"data={data}", f"model={model}", *_roots(data, image_folder)])
     if (data, model) in REFUSED:
+        fix = "a model that reads video" if model == "logmel_cnn" else r"model.net.modalities=\[video\]"
         expected = rf"model={model} reads audio, which data={data} does not hold \(data.samples.audio=false\): " \
-                   rf"use model.net.modalities=\[video\]"
+                   rf"use {fix}"
         with pytest.raises(ValueError, match=expected):
             train(cfg)
         assert not any(tmp_path.iterdir())  # refused before its run folder is claimed
@@ -122,11 +124,18 @@ FACE_HASHES = {"faces_multitask": "3b3eb125", "imdb_wiki_gender_age": "cb1d5281"
                "utkface_gender": "8491e720"}
 
 
+# The models beyond AR5 (frames as time, log-mel CNN, late fusion, cross-modal attention), recorded when
+# they were added.
+FUSION_HASHES = {"cross_attention_fusion": "XX", "frame_resnet_video": "XX", "late_fusion": "XX",
+                 "logmel_audio": "XX"}
+ALL_HASHES = {**CREMA_D_HASHES, **IMAGE_HASHES, **FACE_HASHES, **FUSION_HASHES}
+
+
 def test_every_experiment_has_a_recorded_hash():
-    assert sorted({**CREMA_D_HASHES, **IMAGE_HASHES, **FACE_HASHES}) == EXPERIMENTS
+    assert sorted(ALL_HASHES) == EXPERIMENTS
 
 
-@pytest.mark.parametrize("experiment, expected", sorted({**CREMA_D_HASHES, **IMAGE_HASHES, **FACE_HASHES}.items()))
+@pytest.mark.parametrize("experiment, expected", sorted(ALL_HASHES.items()))
 def test_experiment_config_hashes_are_as_recorded(experiment, expected, make_cfg, tmp_path):
     cfg = make_cfg(tmp_path, [f"experiment={experiment}"])
     assert config_hash(cfg) == expected

@@ -25,3 +25,16 @@ def test_each_modality_beats_chance_on_an_unseen_actor(experiment, default_twin,
     m = train(cfg)
     assert m["n_clips"]["test"] == 34
     assert m["test/acc"] > 0.3, f"{experiment}: {m['test/acc']:.3f} on an unseen actor (chance 0.167)"
+
+
+@pytest.mark.parametrize("experiment", ["frame_resnet_video", "logmel_audio", "late_fusion", "cross_attention_fusion"])
+def test_the_models_beyond_ar5_beat_chance_on_an_unseen_actor(experiment, default_twin, tmp_path, make_cfg):
+    """A fold of a few epochs of each new model (its own recipe) on the default twin."""
+    root, cache = default_twin
+    cfg = make_cfg(tmp_path, [f"experiment={experiment}", "logger=none", f"data.root={root}",
+                              f"data.cache_dir={cache.path.parent}", "data.synthetic=null", "data.progress=false",
+                              "trainer.enable_progress_bar=false", "trainer.max_epochs=8"])
+    m = train(cfg)
+    assert m["test/acc"] > 0.3, f"{experiment}: {m['test/acc']:.3f} on an unseen actor (chance 0.167)"
+    if experiment in ("late_fusion", "cross_attention_fusion"):
+        assert set(m["branches"]) == {"video", "audio"} and "test/video_acc" in m

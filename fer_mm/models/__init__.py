@@ -8,4 +8,4 @@ from fer_mm.models.registry import (get_model, list_models, modality_argument, m
                                     register_model)
 
 # importing the families registers their builders
-from fer_mm.models import ar_cnn, ar3d, fusion, image_cnn, inception, resnet  # noqa: E402,F401
+from fer_mm.models import ar_cnn, ar3d, fusion, image_cnn, inception, resnet, temporal  # noqa: E402,F401

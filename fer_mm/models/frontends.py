@@ -9,6 +9,8 @@ the valid samples.
   ``cv2.resize`` INTER_AREA, divided by its maximum), reproduced in torch; ``scipy_spectrogram``
   is the per-clip numpy original it is tested against.
 - ``LogMelSpectrogram``: torchaudio log-mel, scaled to [0, 1] per clip.
+
+Either can add SpecAugment's masks in training (``spec_augment``; :class:`SpecAugment`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,49 @@ def add_noise(waves: torch.Tensor, lengths: torch.Tensor, noise_std: float,
     noise = torch.randn(waves.shape, generator=generator, device=waves.device, dtype=waves.dtype)
     valid = torch.arange(waves.shape[1], device=waves.device) < lengths[:, None]
     return waves + noise * noise_std * valid
+
+
+class SpecAugment(torch.nn.Module):
+    """SpecAugment's frequency and time masking (Park et al. 2019), batched: in each image, ``freq_masks``
+    bands of up to ``freq_width`` rows and ``time_masks`` spans of up to ``time_width`` columns are set
+    to 0 (the images' floor), each drawn afresh per clip and per call (no time warping).
+
+    Args:
+        freq_masks, freq_width: frequency masks per image and their largest width in rows.
+        time_masks, time_width: time masks per image and their largest width in columns.
+    """
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 16, time_masks: int = 2, time_width: int = 16):
+        super().__init__()
+        if min(freq_masks, freq_width, time_masks, time_width) < 0:
+            raise ValueError("model.inputs.audio.spec_augment: mask counts and widths must be 0 or more")
+        self.freq_masks, self.freq_width, self.time_masks, self.time_width = freq_masks, freq_width, time_masks, time_width
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[B, F, W]`` images -> the same with masks (a new tensor)."""
+        keep = torch.ones_like(images, dtype=torch.bool)
+        for axis, masks, width in ((1, self.freq_masks, self.freq_width), (2, self.time_masks, self.time_width)):
+            if not masks or not width:
+                continue
+            size = images.shape[axis]
+            shape = (images.shape[0], masks, 1)
+            widths = (torch.rand(shape, generator=generator, device=images.device) * (min(width, size) + 1)).floor()
+            starts = (torch.rand(shape, generator=generator, device=images.device) * (size - widths + 1)).floor()
+            idx = torch.arange(size, device=images.device)
+            masked = ((idx >= starts) & (idx < starts + widths)).any(1)  # [B, size]
+            keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
+        return images * keep
+
+
+def make_spec_augment(settings: dict | None) -> SpecAugment | None:
+    """SpecAugment from ``model.inputs.audio.spec_augment`` (its keys as :class:`SpecAugment`'s), or None."""
+    if not settings:
+        return None
+    try:
+        return SpecAugment(**settings)
+    except TypeError as err:
+        raise TypeError(f"model.inputs.audio.spec_augment: {err}; keys: freq_masks, freq_width, time_masks, "
+                        f"time_width") from err
 
 
 def _area_weights(n_src: torch.Tensor, n_out: int, size: int, enlarging: torch.Tensor) -> torch.Tensor:
@@ -145,11 +190,14 @@ class ScipySpectrogram(torch.nn.Module):
         log: take ``log1p`` of the power over its mean (the method uses the linear power; the log
             makes quiet formant structure visible and is the default here).
         sample_rate: of the waveforms, in Hz.
+        spec_augment: SpecAugment's settings (:class:`SpecAugment`), applied in training; None: none.
     """
 
     def __init__(self, n_freq: int = 128, n_time: int = 128, nperseg: int = 400, noverlap: int = 240,
-                 noise_std: float = 0.01, log: bool = True, sample_rate: int = SAMPLE_RATE):
+                 noise_std: float = 0.01, log: bool = True, sample_rate: int = SAMPLE_RATE,
+                 spec_augment: dict | None = None):
         super().__init__()
+        self.spec_augment = make_spec_augment(spec_augment)
         self.n_freq, self.n_time, self.nperseg, self.noverlap = n_freq, n_time, nperseg, noverlap
         self.noise_std, self.log, self.sample_rate = noise_std, log, sample_rate
         window = torch.from_numpy(signal.get_window(("tukey", 0.25), nperseg))  # scipy's default, exactly
@@ -188,7 +236,10 @@ class ScipySpectrogram(torch.nn.Module):
             power = torch.log1p(power / (mean + 1e-12)[:, None, None])
         image = resize_area(power.transpose(1, 2).flip(1), frames, self.n_freq, self.n_time)
         # normalised after the resize, so that every image's maximum is exactly 1
-        return (image / (image.amax((1, 2), keepdim=True) + 1e-12))[:, None]
+        image = image / (image.amax((1, 2), keepdim=True) + 1e-12)
+        if augment and self.spec_augment is not None:
+            image = self.spec_augment(image, generator)
+        return image[:, None]
 
 
 class LogMelSpectrogram(torch.nn.Module):
@@ -205,11 +256,14 @@ class LogMelSpectrogram(torch.nn.Module):
         noise_std: standard deviation of the Gaussian noise added to the samples in training.
         sample_rate: of the waveforms, in Hz.
         top_db: dynamic range kept below each clip's loudest bin.
+        spec_augment: SpecAugment's settings (:class:`SpecAugment`), applied in training; None: none.
     """
 
     def __init__(self, n_freq: int = 128, n_time: int = 128, n_fft: int = 1024, win_length: int = 400,
-                 hop_length: int = 160, noise_std: float = 0.01, sample_rate: int = SAMPLE_RATE, top_db: float = 80.0):
+                 hop_length: int = 160, noise_std: float = 0.01, sample_rate: int = SAMPLE_RATE, top_db: float = 80.0,
+                 spec_augment: dict | None = None):
         super().__init__()
+        self.spec_augment = make_spec_augment(spec_augment)
         self.n_freq, self.n_time, self.hop_length, self.noise_std, self.top_db = n_freq, n_time, hop_length, noise_std, top_db
         # zeros, not reflections, past the ends: a clip's last frames then see the same samples
         # whether or not the batch pads it
@@ -238,7 +292,10 @@ class LogMelSpectrogram(torch.nn.Module):
         db = torch.maximum(db, top - self.top_db)
         low = db.masked_fill(~valid, torch.inf).amin((1, 2), keepdim=True)
         db = (db - low) / (top - low + 1e-6)
-        return resize_area(db.flip(1), frames, self.n_freq, self.n_time)[:, None]
+        image = resize_area(db.flip(1), frames, self.n_freq, self.n_time)
+        if augment and self.spec_augment is not None:
+            image = self.spec_augment(image, generator)
+        return image[:, None]
 
 
 FRONTENDS = {"scipy": ScipySpectrogram, "logmel": LogMelSpectrogram}

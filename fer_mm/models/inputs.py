@@ -44,11 +44,14 @@ class ModelInputs(nn.Module):
             usual augmentation of the image FER systems; a face's expression reads the same mirrored).
         normalize: ``centre`` (``(x - 127) / 128``) or ``imagenet`` (ImageNet's statistics, for
             weights pretrained on it: their frozen batch norms expect that scale).
+        crop_jitter: in training, shift each clip's faces (all its frames alike) by up to this many
+            pixels in each direction, drawn per clip, the edges repeated: the face detector's crop
+            never sits at exactly the same place. 0: none.
     """
 
     def __init__(self, modalities: Sequence[str], frames: int = FRAMES, sample_rate: int | None = SAMPLE_RATE,
                  max_audio_seconds: float = 5.0, audio: dict | None = None, flip: bool = False,
-                 normalize: str = "centre"):
+                 normalize: str = "centre", crop_jitter: int = 0):
         super().__init__()
         self.modalities = ordered_modalities(modalities, "model.net.modalities")
         if frames < 1:
@@ -59,6 +62,9 @@ class ModelInputs(nn.Module):
         # no audio read: the clip window (max_audio_seconds) still counts in samples, at the default rate
         sample_rate = SAMPLE_RATE if sample_rate is None else sample_rate
         self.frames, self.sample_rate, self.flip = int(frames), int(sample_rate), bool(flip)
+        if crop_jitter < 0:
+            raise ValueError(f"model.inputs.crop_jitter must be 0 or more pixels, got {crop_jitter}")
+        self.crop_jitter = int(crop_jitter)
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"model.inputs.normalize={normalize!r}: use one of {list(NORMALIZATIONS)}")
         self.normalize = normalize
@@ -80,6 +86,8 @@ class ModelInputs(nn.Module):
             if augment and self.flip:
                 mirrored = torch.rand(len(out[VIDEO]), device=out[VIDEO].device) < 0.5
                 out[VIDEO] = torch.where(mirrored[:, None, None, None], out[VIDEO].flip(-1), out[VIDEO])
+            if augment and self.crop_jitter:
+                out[VIDEO] = jitter_crops(out[VIDEO], self.crop_jitter)
         if AUDIO in self.modalities:
             waves, lengths = batch[AUDIO], batch["audio_length"]
             if waves.device.type == "cpu":
@@ -95,4 +103,16 @@ class ModelInputs(nn.Module):
     def extra_repr(self) -> str:
         return f"modalities={list(self.modalities)}, frames={self.frames}, sample_rate={self.sample_rate}, " \
                f"max_audio_samples={self.max_audio_samples}" + (", flip=True" if self.flip else "") \
-            + (f", normalize={self.normalize}" if self.normalize != "centre" else "")
+            + (f", normalize={self.normalize}" if self.normalize != "centre" else "") \
+            + (f", crop_jitter={self.crop_jitter}" if self.crop_jitter else "")
+
+
+def jitter_crops(video: Tensor, pixels: int) -> Tensor:
+    """``[B, T, H, W]`` faces, each clip shifted by its own offsets in ``[-pixels, pixels]`` (rows and
+    columns), the border pixels repeated into the gap; one gather for the whole batch."""
+    b, _, h, w = video.shape
+    shift = torch.randint(-pixels, pixels + 1, (2, b, 1), device=video.device)
+    rows = (torch.arange(h, device=video.device) + shift[0]).clamp(0, h - 1)  # [B, H]
+    cols = (torch.arange(w, device=video.device) + shift[1]).clamp(0, w - 1)  # [B, W]
+    video = video.gather(2, rows[:, None, :, None].expand(-1, video.shape[1], -1, w))
+    return video.gather(3, cols[:, None, None, :].expand(-1, video.shape[1], h, -1))

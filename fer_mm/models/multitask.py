@@ -143,7 +143,10 @@ class MultiTaskModel(EmotionModel):
         """``emotion`` logits ``[B, C]`` (where the model has an emotion classifier), ``gender`` logits
         ``[B, 2]``, ``age`` in years ``[B]`` (with age groups: a logit per group, ``[B, G]``), ``au``
         logits ``[B, K]`` (the tasks it has)."""
-        x = self.forward_features(video=video, audio=audio)
+        return self.task_outputs(self.forward_features(video=video, audio=audio))
+
+    def task_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """:meth:`forward_tasks` from the base model's features ``x`` (``forward_features``' output)."""
         embedding = self.base.forward_head(x, pre_logits=True)
         out = {"emotion": self.base.forward_head(x)} if self.emotion else {}
         for task, head in self.heads.items():
