@@ -126,8 +126,8 @@ FACE_HASHES = {"faces_multitask": "3b3eb125", "imdb_wiki_gender_age": "cb1d5281"
 
 # The models beyond AR5 (frames as time, log-mel CNN, late fusion, cross-modal attention), recorded when
 # they were added.
-FUSION_HASHES = {"cross_attention_fusion": "XX", "frame_resnet_video": "XX", "late_fusion": "XX",
-                 "logmel_audio": "XX"}
+FUSION_HASHES = {"cross_attention_fusion": "b1296a8c", "frame_resnet_video": "ef7bedfc", "late_fusion": "64cdad67",
+                 "logmel_audio": "15f8254c"}
 ALL_HASHES = {**CREMA_D_HASHES, **IMAGE_HASHES, **FACE_HASHES, **FUSION_HASHES}
 
 

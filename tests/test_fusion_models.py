@@ -17,8 +17,16 @@ from fer_mm.models.frontends import LogMelSpectrogram, ScipySpectrogram, SpecAug
 from fer_mm.models.inputs import ModelInputs, jitter_crops
 from fer_mm.system import EmotionSystem
 
-NEW_MODELS = ["frame_resnet", "logmel_cnn", "late_fusion", "cross_attention"]
 FUSED = ["late_fusion", "cross_attention", "ar5"]
+# small branches, where a test is about the fusion rather than the branches' size
+TINY = {"late_fusion": dict(video_args=dict(widths=[8, 16], blocks=[1, 1]), audio_args=dict(channels=[8, 16])),
+        "cross_attention": dict(video_args=dict(widths=[8, 16], blocks=[1, 1]), audio_args=dict(channels=[8, 16]),
+                                dim=32),
+        "ar5": dict(video_embed=16, audio_embed=8, fc=[16])}
+
+
+def _fused(name, **kwargs):
+    return get_model(name, frames=8, num_classes=6, **TINY[name], **kwargs)
 
 
 def _inputs(batch=2, frames=8):
@@ -66,7 +74,7 @@ def test_every_temporal_model_trains(temporal):
 def test_logmel_cnn_keeps_time_as_tokens():
     model = get_model("logmel_cnn", num_classes=6).eval()
     tokens = model.forward_tokens(audio=_inputs()["audio"])
-    assert tokens.shape == (2, 128 // 16, 128 * 4)  # four 2x2 pools over 128 columns; 4 bands x 128 channels
+    assert tokens.shape == (2, 128 // 16, model.num_features)  # four 2x2 pools over 128 columns
 
 
 @pytest.mark.parametrize("name", ["late_fusion", "cross_attention"])
@@ -87,7 +95,7 @@ def test_fusion_needs_both_modalities_and_both_inputs(name):
 
 
 def test_late_fusion_starts_as_the_mean_of_its_branches_and_learns_its_weights():
-    model = get_model("late_fusion", num_classes=6).eval()
+    model = _fused("late_fusion").eval()
     x = _inputs()
     emb = model.embeddings(**x)
     branch = model.branch_logits(emb)
@@ -100,7 +108,7 @@ def test_late_fusion_starts_as_the_mean_of_its_branches_and_learns_its_weights()
 def test_branch_logits_read_each_branch_alone(name):
     """Without auxiliary heads a branch's own reading is the fused head with the other branch
     zeroed: it does not move when the other modality's input does."""
-    model = get_model(name, frames=8, num_classes=6).eval()
+    model = _fused(name).eval()
     x = _inputs()
     other = dict(x, audio=torch.linspace(0, 1, 128).expand_as(x["audio"]).contiguous())
     a = model.branch_logits(model.embeddings(**x))
@@ -111,7 +119,7 @@ def test_branch_logits_read_each_branch_alone(name):
 
 @pytest.mark.parametrize("name", FUSED)
 def test_auxiliary_heads_classify_each_branch_embedding(name):
-    model = get_model(name, frames=8, num_classes=6).eval()
+    model = _fused(name).eval()
     model.add_aux_heads(6)
     emb = model.embeddings(**_inputs())
     logits = model.branch_logits(emb)
@@ -178,7 +186,8 @@ def _system(net="late_fusion", **kwargs):
     torch.manual_seed(0)
     audio = kwargs.pop("inputs_audio", None)
     inputs = {"frames": 4, "max_audio_seconds": 1.0, **({"audio": {"noise_std": 0.0}} if audio is not None else {})}
-    return EmotionSystem(net={"name": net, "num_classes": 6, **kwargs.pop("net_args", {})}, inputs=inputs, **kwargs)
+    net_args = kwargs.pop("net_args", TINY.get(net, {}))
+    return EmotionSystem(net={"name": net, "num_classes": 6, **net_args}, inputs=inputs, **kwargs)
 
 
 def test_label_smoothing_changes_the_training_loss_only():
@@ -193,7 +202,7 @@ def test_label_smoothing_changes_the_training_loss_only():
 
 def test_mixup_mixes_every_input_and_both_targets():
     torch.manual_seed(0)
-    system = EmotionSystem(net={"name": "late_fusion", "num_classes": 6}, mixup=0.4,
+    system = EmotionSystem(net={"name": "late_fusion", "num_classes": 6, **TINY["late_fusion"]}, mixup=0.4,
                            inputs={"frames": 4, "max_audio_seconds": 1.0, "audio": {"noise_std": 0.0}}).train()
     batch = _batch()
     mixed, (lam, order) = system._mixed_inputs(batch)

@@ -267,7 +267,7 @@ class CrossAttentionFusion(FusionModel):
         args = {VIDEO: dict(video_args or {}), AUDIO: dict(audio_args or {})}
         self.branches = nn.ModuleDict({m: get_model(name, frames=frames, num_classes=0, modality=m, **args[m])
                                        for m, name in ((VIDEO, video_branch), (AUDIO, audio_branch))})
-        self.project = nn.ModuleDict({m: nn.Linear(self._token_width(b), dim) for m, b in self.branches.items()})
+        self.project = nn.ModuleDict({m: nn.Linear(b.num_features, dim) for m, b in self.branches.items()})
         self.modality_embed = nn.Parameter(torch.zeros(len(self.branches), dim))
         nn.init.normal_(self.modality_embed, std=0.02)
         self.cross = nn.ModuleList(nn.ModuleDict({m: AttentionBlock(dim, heads, dropout=dropout, cross=True)
@@ -277,10 +277,6 @@ class CrossAttentionFusion(FusionModel):
         self.fusion, prev = dense_layers(dim * len(self.branches), fc, dropout)
         self.num_features = prev
         self.head = make_head(prev, num_classes, dropout)
-
-    @staticmethod
-    def _token_width(branch: nn.Module) -> int:
-        return getattr(branch, "token_dim", branch.num_features)
 
     def branch_output(self, modality: str, x: Tensor) -> Tensor:
         branch = self.branches[modality]

@@ -160,10 +160,10 @@ class LogMelCNN(EmotionModel):
     """A 2-D CNN over a log-mel image ``[B, 1, F, W]`` (the ``logmel`` front-end), keeping time.
 
     Stages of two 3x3 conv-norm-ReLU and a 2x2 max-pool; then the frequency axis is averaged down to
-    ``freq_bins`` bands, which with the channels make one token per time step (where the energy
-    sits in frequency is kept: a convolution alone cannot tell a high voice from a low one), and
-    the embedding is the tokens' mean plus their maximum over time (as the PANNs CNNs pool),
-    through a fully connected layer.
+    ``freq_bins`` bands, which with the channels and a fully connected layer make one token per
+    time step (where the energy sits in frequency is kept: a convolution alone cannot tell a high
+    voice from a low one); the embedding is the tokens' mean plus their maximum over time (as the
+    PANNs CNNs pool).
 
     Args:
         num_classes: classes; 0 for no classifier (a fusion branch).
@@ -190,20 +190,19 @@ class LogMelCNN(EmotionModel):
             prev = width
         self.stages = nn.Sequential(*stages)
         self.freq_bins = int(freq_bins)
-        self.token_dim = prev * self.freq_bins
-        self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.token_dim, embed), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(prev * self.freq_bins, embed), nn.ReLU(inplace=True))
         self.num_features = embed
         self.head = make_head(embed, num_classes, dropout)
 
     def forward_tokens(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
-        """``[B, W', channels[-1] * freq_bins]``: one token per pooled time step."""
+        """``[B, W', num_features]``: one token per pooled time step."""
         x = self.stages(self.pick_input(video, audio))  # [B, C, F', W']
         x = nn.functional.adaptive_avg_pool2d(x, (self.freq_bins, x.shape[-1]))
-        return x.flatten(1, 2).transpose(1, 2)
+        return self.fc(x.flatten(1, 2).transpose(1, 2))
 
     def forward_features(self, video: Tensor | None = None, audio: Tensor | None = None) -> Tensor:
         tokens = self.forward_tokens(video, audio)
-        return self.fc(tokens.mean(1) + tokens.amax(1))
+        return tokens.mean(1) + tokens.amax(1)
 
 
 @register_model
