@@ -374,3 +374,18 @@ def test_precise_bn_sets_running_statistics_to_the_batches_exact_average():
     assert first.momentum == 0.1 and system.training
     with pytest.raises(ValueError, match="model.precise_bn"):
         _system(precise_bn=-1)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["experiment=cross_attention_fusion", "model.net.video_branch=ar5_video_branch",
+     "model.net.audio_branch=ar5_audio_branch", "model.inputs.audio.frontend=scipy"],
+    ["experiment=late_fusion", "+model.net.video_args.temporal=transformer"],
+    ["experiment=late_fusion", "model.balance=ogm_ge"],
+    ["experiment=ar5_fusion", "+model.aux_weight=0.5", "+model.balance=opm"],
+])
+def test_the_documented_variants_compose_and_build(overrides, make_cfg, tmp_path):
+    import hydra
+
+    cfg = make_cfg(tmp_path, overrides)
+    system = hydra.utils.instantiate(cfg.model)
+    assert system.fused and set(system.fusion.branches) == {"video", "audio"}

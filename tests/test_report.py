@@ -361,3 +361,35 @@ def test_environment_differences():
     assert environment_differences([a, dict(a, packages=dict(torch="2.11.0", av="18.1.0"))]) == ["packages.av"]
     assert environment_differences([a, dict(a, lock="def", torch_cuda=None), None]) == ["lock", "torch_cuda"]
     assert environment_differences([a, None]) == []  # an older record without one is not a difference
+
+
+def test_report_shows_each_branch_inside_a_fused_model(tmp_path):
+    """The branch table is recomputed from the predictions' pred_video / pred_audio columns, pooled over
+    the folds that recorded them (a fold from before they existed is left out and counted)."""
+    rng = np.random.default_rng(5)
+    hits = {}
+    for fold in range(3):
+        out = tmp_path / "fused" / "speaker_kfold" / "h" / f"fold_{fold}"
+        out.mkdir(parents=True)
+        actors = np.repeat(1001 + 2 * fold + np.arange(2), 12)
+        labels = np.tile(np.arange(12) % 6, 2)
+        table = pd.DataFrame(dict(name=[f"{a}_DFA_{EMOTIONS[k]}_XX_{i}" for i, (a, k) in enumerate(zip(actors, labels))],
+                                  actor=actors, label=labels, pred=labels))
+        if fold:  # fold 0 was run before the branch columns existed
+            table["pred_video"] = np.where(rng.random(24) < 0.5, labels, (labels + 1) % 6)
+            table["pred_audio"] = np.where(rng.random(24) < 0.8, labels, (labels + 2) % 6)
+            for m in ("video", "audio"):
+                hits.setdefault(m, []).extend((table[f"pred_{m}"] == table["label"]).tolist())
+        table.to_csv(out / "predictions.csv", index=False)
+        (out / "metrics.json").write_text(json.dumps(dict(
+            schema_version=SCHEMA_VERSION, experiment="fused", fold=fold, folds_total=3, protocol="speaker_kfold",
+            config_hash="h", config={}, modalities=["video", "audio"], label="acted", dataset="crema_d_twin",
+            class_names=list("abcdef"), selected_by="val/uar on validation actors", actors={}, twin=None)))
+    report_main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-wandb"])
+    [summary] = json.loads((tmp_path / "out" / "results.json").read_text())["experiments"]
+    for m in ("video", "audio"):
+        b = summary["branches"][m]
+        assert b["folds"] == 2 and b["acc"] == pytest.approx(np.mean(hits[m])) and b["fused_acc"] == 1.0
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "## Each branch inside the fused model" in text
+    assert f"| fused (speaker_kfold) | video | 2 | {100 * np.mean(hits['video']):.2f} |" in text

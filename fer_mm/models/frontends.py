@@ -267,8 +267,9 @@ class LogMelSpectrogram(torch.nn.Module):
         self.n_freq, self.n_time, self.hop_length, self.noise_std, self.top_db = n_freq, n_time, hop_length, noise_std, top_db
         # zeros, not reflections, past the ends: a clip's last frames then see the same samples
         # whether or not the batch pads it
-        self.mel = torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length,
-                                                        hop_length=hop_length, n_mels=n_freq, pad_mode="constant")
+        with torch.device("cpu"):  # its filterbank is computed from numbers (also where a caller builds on meta)
+            self.mel = torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length,
+                                                            hop_length=hop_length, n_mels=n_freq, pad_mode="constant")
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor, augment: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:

@@ -138,6 +138,11 @@ def _log_wandb(summaries: list[dict], comparisons: list[dict], out_dir: Path, im
         payload = {"results": table,
                    "pooled accuracy": wandb.plot.bar(bars, "experiment", "pooled_acc", title="pooled test accuracy"),
                    **{title: wandb.Image(str(out_dir / name)) for title, name in images.items()}}
+        branches = [[s["experiment"], m, b["acc"], b["uar"], b["ceiling"], b["fused_acc"]]
+                    for s in summaries for m, b in s.get("branches", {}).items()]
+        if branches:  # each fused model's branches read alone, beside the fused figure
+            payload["branches"] = wandb.Table(columns=["experiment", "branch", "branch_acc", "branch_uar",
+                                                       "modality_ceiling", "fused_acc"], data=branches)
         if comparisons:
             payload["comparisons"] = wandb.Table(dataframe=pd.DataFrame(comparisons))
         run.log(payload)

@@ -16,7 +16,7 @@ from fer_mm.data.twins.attributes import UTKFACE_TWIN_KIND
 from fer_mm.data.twins.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
 from fer_mm.data.twins.imdb_wiki import IMDB_WIKI_TWIN_KIND
 from fer_mm.data.twins.spec import TWIN_KIND, TWIN_VERSION
-from fer_mm.evaluation import prediction_scores, read_run_record, task_scores
+from fer_mm.evaluation import branch_scores, prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,23 @@ def summarise(exp: Experiment, folds: list[int] | None = None) -> dict:
         gap_to_ceiling=ceiling["expected"] - acc["acc"] if ceiling else None,
         fold_acc_mean=float(accs.mean()), fold_acc_std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
         per_fold_acc={int(k): v for k, v in per_fold.items()},
+        branches=_branch_summary(exp, folds, n),
     )
+
+
+def _branch_summary(exp: Experiment, folds: list[int], num_classes: int) -> dict:
+    """A fused model's branches read alone (the ``pred_video`` / ``pred_audio`` columns), pooled over
+    the folds that recorded them, each beside its own modality's ceiling on the twin."""
+    kept = [f for f in folds if any(c in exp.predictions[f] for c in ("pred_video", "pred_audio"))]
+    if not kept:
+        return {}
+    pooled = pd.concat([exp.predictions[f] for f in kept], ignore_index=True)
+    out = {}
+    for modality, scores in branch_scores(pooled, num_classes).items():
+        ceiling = twin_ceiling(pooled, exp.twin, [modality]) if exp.twin else {}
+        out[modality] = dict(scores, folds=len(kept), ceiling=ceiling.get("expected"),
+                             fused_acc=prediction_scores(pooled, num_classes)["acc"])
+    return out
 
 
 def _independence(records: list[dict]) -> bool | None:
