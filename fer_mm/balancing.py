@@ -17,8 +17,8 @@ batch: ``s_m = sum_i softmax(z_m,i)[y_i]``, and its discrepancy ratio ``rho_m = 
   with probability ``p_m = tanh(alpha * (rho_m - 1))`` (``rho_m > 1``), from the previous
   training step's ratio. This probability schedule is fer-mm's (0 when balanced, rising with the
   discrepancy); the paper's idea, not its exact formula. Chosen as the second method because it
-  acts where OGM does not (the forward pass, not the optimiser), needs no extra parameters or
-  passes, and so works the same with any fusion (concatenation, late, cross-attention).
+  acts where OGM does not (the forward pass, not the optimiser), needs no extra parameters, and so
+  works the same with any fusion (concatenation, late, cross-attention).
 
 The ratios and coefficients stay tensors on the device: no step waits on the host.
 """

@@ -257,7 +257,7 @@ def probability_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("p_")]
 
 
-def branch_scores(predictions: pd.DataFrame, num_classes: int) -> dict:
+def branch_accuracies(predictions: pd.DataFrame, num_classes: int) -> dict:
     """A fused model's branches read alone (the ``pred_video`` / ``pred_audio`` columns): each one's
     accuracy and UAR over the labelled clips, by modality."""
     out = {}
@@ -277,7 +277,7 @@ def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged:
 
     The per-class recall and the confusion matrix come from ``predictions``; the report
     recomputes the logged scores from the same table (a test checks that they agree). A fused
-    model's ``branches`` hold each branch's own accuracy and UAR inside it (:func:`branch_scores`).
+    model's ``branches`` hold each branch's own accuracy and UAR inside it (:func:`branch_accuracies`).
     """
     tasks = task_scores(predictions)
     for task, baseline in (baselines or {}).items():  # a figure, or figures named baseline_*
@@ -287,7 +287,7 @@ def run_record(*, predictions: pd.DataFrame, class_names: Sequence[str], logged:
         s = prediction_scores(predictions, len(class_names))
         emotion = dict(per_class_recall=dict(zip(class_names, np.round(s["per_class_recall"], 6).tolist())),
                        confusion=s["confusion"])
-        branches = branch_scores(predictions, len(class_names))
+        branches = branch_accuracies(predictions, len(class_names))
         if branches:
             emotion["branches"] = branches
     return dict(

@@ -3,6 +3,7 @@ checkpoint writing that a run times)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -23,6 +24,7 @@ from fer_mm.models.inputs import ModelInputs
 from fer_mm.models.multitask import MultiTaskModel, age_groups, age_loss
 
 STAGES = ("train", "val", "test")
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 
 
 class EmotionSystem(pl.LightningModule):
@@ -64,7 +66,10 @@ class EmotionSystem(pl.LightningModule):
             recomputed (an exact average, with the current weights) from the epoch's last
             ``precise_bn`` training batches, as precise BN does (Wu & Johnson 2021): a network whose
             weights move faster than the running averages follow is then read as it trains. 0: off
-            (the running averages as they are).
+            (the running averages as they are). Needs validation batches (it runs before them).
+
+    OGM scales the gradients of a step by that step's coefficients: with gradient accumulation, by
+    the last batch's.
 
     ``net.num_classes: 0`` (data without emotion labels, such as UTKFace alone) builds a model
     without an emotion classifier: it learns only its tasks, and logs no emotion metric.
@@ -289,6 +294,12 @@ class EmotionSystem(pl.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=n)
         return loss, outputs
 
+    def on_fit_start(self) -> None:
+        if self.balance != "none" and self.trainer.world_size > 1:
+            # each process would modulate by its own batch's ratio after DDP averaged the gradients
+            raise ValueError(f"model.balance={self.balance!r} balances one process's batch: train it on one device "
+                             f"(not trainer=ddp)")
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.balance in ("ogm", "ogm_ge") and self._ogm:
             fusion = self.fusion
@@ -325,17 +336,19 @@ class EmotionSystem(pl.LightningModule):
     def recompute_batch_norms(self, batches: list[dict]) -> None:
         """Set every batch norm's running statistics to the exact average of its batch statistics over
         ``batches`` (their training inputs, augmented as in training), with the current weights."""
-        norms = [m for m in self.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
         was_training = self.training
-        momenta = [m.momentum for m in norms]
         self.train()
+        # frozen norms (a frozen pretrained stage) stay in evaluation mode in training: theirs are kept
+        norms = [m for m in self.modules() if isinstance(m, BATCH_NORMS) and m.training and m.track_running_stats]
+        momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the passes below
-        for batch in batches:
-            self.net(**self.inputs(batch, augment=True))
+        trainer = self._trainer
+        context = trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
+        with context:  # in training's precision
+            for batch in batches:
+                self.net(**self.inputs(batch, augment=True))
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         self.train(was_training)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from fer_mm.balancing import (branch_scores, discrepancy, modulate_gradients, ogm_coefficients,
                               opm_drop_probabilities, opm_keep)
-from fer_mm.evaluation import branch_scores as prediction_branch_scores, predictions_table, run_record
+from fer_mm.evaluation import branch_accuracies, predictions_table, run_record
 from fer_mm.models import get_model
-from fer_mm.models.fusion import AR5, FusionModel
+from fer_mm.models.fusion import FusionModel
 from fer_mm.models.frontends import LogMelSpectrogram, ScipySpectrogram, SpecAugment
 from fer_mm.models.inputs import ModelInputs, jitter_crops
 from fer_mm.system import EmotionSystem
@@ -137,6 +137,21 @@ def test_ar5_fused_output_is_unchanged_by_the_fusion_interface():
     x = _inputs(frames=20)
     by_hand = [model.project[m](model.branches[m].forward_features(**{m: x[m]})) for m in ("video", "audio")]
     assert torch.equal(model(**x), model.head(model.fusion(torch.cat(by_hand, 1))))
+
+
+def test_the_systems_fused_forward_is_ar5s_own_in_training_too():
+    """The system reads a fused model through embeddings -> fuse -> head; for AR5 with its modality
+    dropout in training that is the network's own forward, random draws included."""
+    torch.manual_seed(0)
+    system = EmotionSystem(net={"name": "ar5", "num_classes": 6, "modality_dropout": 0.5},
+                           inputs={"frames": 4, "max_audio_seconds": 1.0}).train()
+    batch = _batch(n=8)
+    torch.manual_seed(1)
+    via_system = system.outputs(batch)["emotion"]
+    after_system = torch.rand(3)
+    torch.manual_seed(1)
+    via_net = system.net(**system.inputs(batch, augment=True))
+    assert torch.equal(via_system, via_net) and torch.equal(after_system, torch.rand(3))
 
 
 # --- the recipe -------------------------------------------------------------------------------------
@@ -301,6 +316,7 @@ def test_the_system_modulates_the_dominant_branch_in_a_training_step():
     loss.backward()
     grads = {m: [p.grad.clone() for p in system.fusion.branch_parameters(m)] for m in ("video", "audio")}
     coeffs = ogm_coefficients(branch_scores(outputs["branches"], batch["label"]), 0.5)
+    assert min(float(k) for k in coeffs.values()) < 1  # one branch was modulated
     assert torch.equal(system._ogm["video"], coeffs["video"]) and torch.equal(system._ogm["audio"], coeffs["audio"])
     system.on_before_optimizer_step(None)
     for m in ("video", "audio"):
@@ -343,7 +359,7 @@ def test_branch_predictions_reach_the_table_and_the_record():
     table = predictions_table(clips, labels, probs, [str(i) for i in range(6)],
                               branches={"video": [0, 1, 5, 5], "audio": [0, 0, 0, 0]})
     assert table["pred_video"].tolist() == [0, 1, 5, 5]
-    scores = prediction_branch_scores(table, 6)
+    scores = branch_accuracies(table, 6)
     assert scores["video"]["acc"] == 0.5 and scores["audio"]["acc"] == 0.25
     record = run_record(predictions=table, class_names=[str(i) for i in range(6)], logged={})
     assert record["branches"] == scores
@@ -356,7 +372,6 @@ def test_a_fused_systems_test_step_keeps_each_branchs_prediction():
         system.test_step(_batch(), 0)
     kept = system.test_outputs[0]
     assert set(kept) >= {"pred_video", "pred_audio", "probs"} and kept["pred_video"].shape == (4,)
-    assert isinstance(system.fusion, AR5) is False
 
 
 def test_precise_bn_sets_running_statistics_to_the_batches_exact_average():
@@ -371,6 +386,9 @@ def test_precise_bn_sets_running_statistics_to_the_batches_exact_average():
     hook.remove()
     x = torch.cat(seen).transpose(0, 1).reshape(first.num_features, -1)
     assert torch.allclose(first.running_mean, x.mean(1), atol=1e-5)
+    # the cumulative average of the batches' unbiased variances (each batch's own, as batch norm keeps)
+    per_batch = [s.transpose(0, 1).reshape(first.num_features, -1).var(1) for s in seen]
+    assert torch.allclose(first.running_var, torch.stack(per_batch).mean(0), rtol=1e-4)
     assert first.momentum == 0.1 and system.training
     with pytest.raises(ValueError, match="model.precise_bn"):
         _system(precise_bn=-1)
@@ -389,3 +407,23 @@ def test_the_documented_variants_compose_and_build(overrides, make_cfg, tmp_path
     cfg = make_cfg(tmp_path, overrides)
     system = hydra.utils.instantiate(cfg.model)
     assert system.fused and set(system.fusion.branches) == {"video", "audio"}
+
+
+def test_precise_bn_keeps_frozen_norms():
+    system = _system("late_fusion", precise_bn=1,
+                     net_args=dict(video_branch="resnet18", video_args=dict(freeze=1), audio_args=dict(channels=[8])))
+    frozen = system.fusion.branches["video"].body.bn1
+    frozen.running_mean.fill_(0.5)
+    system.recompute_batch_norms([_batch()])
+    assert torch.all(frozen.running_mean == 0.5)
+    assert not torch.all(system.fusion.branches["audio"].stages[0][1].running_mean == 0)
+
+
+def test_a_checkpoint_with_unimodal_heads_loads_for_inference(tmp_path):
+    from fer_mm.inference.recognizer import Recognizer
+
+    system = _system("cross_attention", aux_weight=0.5)
+    path = tmp_path / "m.ckpt"
+    torch.save({"hyper_parameters": dict(system.hparams), "state_dict": system.state_dict()}, path)
+    rec = Recognizer(path)
+    assert rec.net.aux_heads is not None and set(rec.modalities) == {"video", "audio"}

@@ -83,3 +83,16 @@ def test_speaker_partition_scales_to_a_smaller_twin(n, sizes, caplog):
     assert "63/14/14" in caplog.text
     with pytest.raises(ValueError, match="no training actor"):
         SpeakerPartition().split(ACTORS[:2], 0)
+
+
+def test_speaker_kfold_learning_curve_keeps_test_and_validation_actors():
+    from fer_mm.data.protocols import SpeakerKFold
+
+    actors = list(range(1001, 1041))
+    full = SpeakerKFold(k=5).split(actors, 2)
+    for n in (12, 24):
+        part = SpeakerKFold(k=5, train_actors=n).split(actors, 2)
+        assert part.test == full.test and part.val == full.val
+        assert len(part.train) == n and set(part.train) <= set(full.train)
+    with pytest.raises(ValueError, match="cv.protocol.train_actors=40: fold 2 has"):
+        SpeakerKFold(k=5, train_actors=40).split(actors, 2)

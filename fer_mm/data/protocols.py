@@ -176,18 +176,34 @@ class SpeakerKFold(Protocol):
     last ones, as HiCMAE and AVF-MAE++ cut CREMA-D (1001-1018, 1019-1036, 1037-1054, 1055-1072,
     1073-1091): the same test folds as those papers. ``order="shuffled"`` cuts a permutation
     drawn with the seed.
+
+    ``train_actors`` (a learning curve): each fold trains on that many of its training actors,
+    drawn with the seed and the fold, the test and validation actors unchanged; None: all of them.
     """
 
     name = "speaker_kfold"
     ORDERS = ("by_id", "shuffled")
 
-    def __init__(self, k: int = 5, val_fraction: float = 0.1, seed: int = 0, order: str = "by_id"):
+    def __init__(self, k: int = 5, val_fraction: float = 0.1, seed: int = 0, order: str = "by_id",
+                 train_actors: int | None = None):
         super().__init__(val_fraction, seed)
         if k < 2:
             raise ValueError(f"cv.protocol.k must be at least 2, got {k}")
         if order not in self.ORDERS:
             raise ValueError(f"cv.protocol.order={order!r}: use one of {list(self.ORDERS)}")
-        self.k, self.order = k, order
+        if train_actors is not None and train_actors < 1:
+            raise ValueError(f"cv.protocol.train_actors must be at least 1 (or null: all), got {train_actors}")
+        self.k, self.order, self.train_actors = k, order, train_actors
+
+    def parts(self, actors: list[int], fold: int) -> tuple[list[int], list[int], list[int]]:
+        train, val, test = super().parts(actors, fold)
+        if self.train_actors is not None:
+            if self.train_actors > len(train):
+                raise ValueError(f"cv.protocol.train_actors={self.train_actors}: fold {fold} has {len(train)} "
+                                 f"training actors")
+            rng = np.random.default_rng([self.seed, fold, 1])
+            train = sorted(rng.choice(train, size=self.train_actors, replace=False).tolist())
+        return train, val, test
 
     def n_folds(self, actors):
         if len(set(actors)) < self.k:

@@ -162,7 +162,9 @@ class TrainedModel:
         # the ImageNet file a transfer run started from is not needed (nor perhaps present) here:
         # every weight is in the checkpoint
         net = {k: v for k, v in hparams["net"].items() if k != "pretrained"}
-        system = EmotionSystem(net=net, inputs=hparams.get("inputs"), tasks=hparams.get("tasks"))
+        # aux_weight builds the unimodal heads whose weights the checkpoint holds (inference reads the fused output)
+        system = EmotionSystem(net=net, inputs=hparams.get("inputs"), tasks=hparams.get("tasks"),
+                               aux_weight=hparams.get("aux_weight", 0.0))
         system.load_state_dict(saved["state_dict"])
         system.eval().to(self.device)
         self.net, self.inputs, self.net_config = system.net, system.inputs, dict(hparams["net"])

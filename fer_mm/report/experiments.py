@@ -16,7 +16,7 @@ from fer_mm.data.twins.attributes import UTKFACE_TWIN_KIND
 from fer_mm.data.twins.displays import bayes_ceiling, bayes_rule, draw_displays, resolve_difficulty
 from fer_mm.data.twins.imdb_wiki import IMDB_WIKI_TWIN_KIND
 from fer_mm.data.twins.spec import TWIN_KIND, TWIN_VERSION
-from fer_mm.evaluation import branch_scores, prediction_scores, read_run_record, task_scores
+from fer_mm.evaluation import branch_accuracies, prediction_scores, read_run_record, task_scores
 from fer_mm.runs import differing_keys, flatten
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def _branch_summary(exp: Experiment, folds: list[int], num_classes: int) -> dict
         return {}
     pooled = pd.concat([exp.predictions[f] for f in kept], ignore_index=True)
     out = {}
-    for modality, scores in branch_scores(pooled, num_classes).items():
+    for modality, scores in branch_accuracies(pooled, num_classes).items():
         ceiling = twin_ceiling(pooled, exp.twin, [modality]) if exp.twin else {}
         out[modality] = dict(scores, folds=len(kept), ceiling=ceiling.get("expected"),
                              fused_acc=prediction_scores(pooled, num_classes)["acc"])
