@@ -1,4 +1,4 @@
-"""Run identity: which config a run folder holds.
+"""Run identity: which config a run folder holds (and the timed checkpoint writing a run records).
 
 A run is identified by what shaped its result: experiment, protocol, fold, and a short hash of
 the resolved config's result-relevant keys (:func:`config_hash`). The folder layout is
@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from typing import Any
 
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fer_mm.data.sources.folders import folder_layout
@@ -180,3 +182,16 @@ def register_resolvers() -> None:
                            ("class_count", _class_count_resolver)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+
+
+class TimedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writing, timed: ``seconds`` sums the time spent saving."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        t0 = time.perf_counter()
+        super().save_checkpoint(checkpoint, path, storage_options)
+        self.seconds += time.perf_counter() - t0

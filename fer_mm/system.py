@@ -1,30 +1,26 @@
-"""The LightningModule: input transforms, loss, metrics and optimisation around a model (and the
-checkpoint writing that a run times)."""
+"""The LightningModule: input transforms, loss, metrics and optimisation around a model."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import inspect
-import time
 from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from fer_mm.balancing import (DEFAULT_ALPHA, branch_scores, check_method, discrepancy, modulate_gradients,
                               ogm_coefficients, opm_drop_probabilities, opm_keep)
 from fer_mm.evaluation import METRIC_NAMES, ConfusionMetric, TaskMetric
+from fer_mm.losses import emotion_loss, mixup, task_loss
 from fer_mm.models import get_model
-from fer_mm.models.base import FRAMES
+from fer_mm.models.base import FRAMES, precise_batch_norms
 from fer_mm.models.fusion import FusionModel
 from fer_mm.models.inputs import ModelInputs
 from fer_mm.models.multitask import MultiTaskModel, age_groups, age_loss
 
 STAGES = ("train", "val", "test")
-BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 
 
 class EmotionSystem(pl.LightningModule):
@@ -229,29 +225,16 @@ class EmotionSystem(pl.LightningModule):
 
     def _emotion_loss(self, logits: torch.Tensor, labels: torch.Tensor, stage: str,
                       mix: tuple | None = None) -> torch.Tensor:
-        """Cross-entropy over the clips with a label (-1: none; where every sample of a batch lacks
-        one the mean is 0 / 0, made 0, its gradient being 0 already); in training with the label
-        smoothing, and with mixup's two targets weighed by its ``(lam, order)``."""
-        smoothing = self.label_smoothing if stage == "train" else 0.0
-
-        def ce(target: torch.Tensor) -> torch.Tensor:
-            return torch.nan_to_num(F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=-1,
-                                                    label_smoothing=smoothing), nan=0.0)
-
-        if mix is None:
-            return ce(labels)
-        lam, order = mix
-        return lam * ce(labels) + (1 - lam) * ce(labels[order])
+        """The emotion loss (:func:`~fer_mm.losses.emotion_loss`): in training with the label
+        smoothing, and with mixup's ``(lam, order)``."""
+        return emotion_loss(logits, labels, self.class_weights, self.label_smoothing if stage == "train" else 0.0, mix)
 
     def _mixed_inputs(self, batch: dict) -> tuple[dict, tuple | None]:
-        """The network's inputs, and in training with mixup the batch mixed with a shuffled copy of
-        itself (every input alike) with its ``(lam, order)``."""
+        """The network's inputs, mixed with a shuffled copy in training with mixup (:func:`~fer_mm.losses.mixup`)."""
         inputs = self.inputs(batch, augment=self.training)
         if not (self.training and self.mixup):
             return inputs, None
-        lam = float(torch.distributions.Beta(self.mixup, self.mixup).sample())  # drawn on the host: no sync
-        order = torch.randperm(len(batch["label"]), device=batch["label"].device)
-        return {m: lam * x + (1 - lam) * x[order] for m, x in inputs.items()}, (lam, order)
+        return mixup(inputs, self.mixup, len(batch["label"]), batch["label"].device)
 
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, dict]:
         n = len(batch["label"])
@@ -284,10 +267,10 @@ class EmotionSystem(pl.LightningModule):
                               on_epoch=True, batch_size=n)
         for task, weight in self.loss_weights.items():
             if task != "emotion":
-                task_loss = _task_loss(task, outputs[task], batch[task], self.au_pos_weight, self.age_groups,
-                                       self.age_loss)
-                self.log(f"{stage}/{task}_loss", task_loss, on_step=False, on_epoch=True, batch_size=n)
-                loss = loss + weight * task_loss
+                task_loss_value = task_loss(task, outputs[task], batch[task], self.au_pos_weight, self.age_groups,
+                                            self.age_loss)
+                self.log(f"{stage}/{task}_loss", task_loss_value, on_step=False, on_epoch=True, batch_size=n)
+                loss = loss + weight * task_loss_value
         if self.multitask:
             getattr(self, f"{stage}_tasks").update({k: v.detach() for k, v in outputs.items() if k != "branches"},
                                                    batch)
@@ -332,26 +315,14 @@ class EmotionSystem(pl.LightningModule):
             self.recompute_batch_norms(self._recent_batches)
             self._recent_batches = []
 
-    @torch.no_grad()
     def recompute_batch_norms(self, batches: list[dict]) -> None:
-        """Set every batch norm's running statistics to the exact average of its batch statistics over
-        ``batches`` (their training inputs, augmented as in training), with the current weights."""
-        was_training = self.training
-        self.train()
-        # frozen norms (a frozen pretrained stage) stay in evaluation mode in training: theirs are kept
-        norms = [m for m in self.modules() if isinstance(m, BATCH_NORMS) and m.training and m.track_running_stats]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the passes below
+        """Every batch norm's running statistics made the exact average over ``batches`` (their
+        training inputs, augmented as in training) with the current weights (:func:`precise_batch_norms`),
+        in training's precision."""
         trainer = self._trainer
         context = trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
-        with context:  # in training's precision
-            for batch in batches:
-                self.net(**self.inputs(batch, augment=True))
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        self.train(was_training)
+        with context:
+            precise_batch_norms(self, lambda batch: self.net(**self.inputs(batch, augment=True)), batches)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -418,39 +389,3 @@ def _fused_on_cuda(factory: Callable[..., torch.optim.Optimizer],
     if not params or not all(p.is_cuda for p in params):
         return factory
     return functools.partial(factory, fused=True)
-
-
-def _task_loss(task: str, output: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None,
-               groups=None, age_loss: str = "l1") -> torch.Tensor:
-    """A task's mean loss over the clips whose target is known (-1 gender, NaN age or action unit:
-    unknown); masked rather than indexed, so the device never waits on the host. Age: L1 or squared
-    error in years, or with ``groups`` (:class:`~fer_mm.models.multitask.AgeGroups`) a cross-entropy
-    over the age's group."""
-    if task == "gender":
-        known = target >= 0
-        each = F.cross_entropy(output.float(), target.clamp(min=0), reduction="none")
-    elif task == "age" and groups is not None:
-        known = ~torch.isnan(target)
-        each = F.cross_entropy(output.float(), groups.index(target), reduction="none")
-    else:
-        known = ~torch.isnan(target)
-        safe = torch.where(known, target, torch.zeros_like(target))
-        if task == "age":
-            each = F.l1_loss(output.float(), safe, reduction="none") if age_loss == "l1" else \
-                F.mse_loss(output.float(), safe, reduction="none")
-        else:
-            each = F.binary_cross_entropy_with_logits(output.float(), safe, reduction="none", pos_weight=pos_weight)
-    return (each * known).sum() / known.sum().clamp(min=1)
-
-
-class TimedCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writing, timed: ``seconds`` sums the time spent saving."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = 0.0
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        t0 = time.perf_counter()
-        super().save_checkpoint(checkpoint, path, storage_options)
-        self.seconds += time.perf_counter() - t0

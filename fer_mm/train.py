@@ -35,9 +35,8 @@ from fer_mm.evaluation import (predictions_table, print_record_summary, read_run
                                task_columns, write_run_record)
 from fer_mm.files import write_atomic
 from fer_mm.models import modality_argument, model_modalities
-from fer_mm.runs import config_hash, register_resolvers, result_config
+from fer_mm.runs import TimedCheckpointIO, config_hash, register_resolvers, result_config
 from fer_mm.stacked import Selection, StackedFit
-from fer_mm.system import TimedCheckpointIO
 from fer_mm.vocab import AUDIO, VIDEO
 
 log = logging.getLogger("fer_mm.train")

@@ -24,7 +24,8 @@ LAYERS = (
                                  "fer_mm.data.protocols", "fer_mm.data.targets")),
     ("data: datamodule", ("fer_mm.data.datamodule", "fer_mm.data.mixed")),
     ("models", ("fer_mm.models",)),
-    ("system and records", ("fer_mm.system", "fer_mm.evaluation", "fer_mm.runs", "fer_mm.loggers", "fer_mm.stacked")),
+    ("system and records", ("fer_mm.system", "fer_mm.evaluation", "fer_mm.runs", "fer_mm.loggers", "fer_mm.stacked",
+                            "fer_mm.losses", "fer_mm.balancing")),
     ("entry points", ("fer_mm.train", "fer_mm.report", "fer_mm.preprocess", "fer_mm.synth", "fer_mm.doctor")),
     ("inference and benchmarks", ("fer_mm.inference", "fer_mm.bench", "fer_mm.predict", "fer_mm.export")),
 )

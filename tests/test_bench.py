@@ -94,7 +94,7 @@ def test_pipeline_channels_last_applies_end_to_end(capsys, monkeypatch):
         return forward(self, batch)
 
     monkeypatch.setattr(EmotionSystem, "forward", watch)
-    monkeypatch.setattr(EmotionSystem, "outputs", lambda self, batch: {"emotion": self(batch)})
+    monkeypatch.setattr(EmotionSystem, "outputs", lambda self, batch, *args, **kwargs: {"emotion": self(batch)})
     bench_main(["pipeline", *SMALL, "--model", "ar2", "--batch", "4", "--precision", "32", "--channels-last"])
     [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `ar2` |")]
     assert _rates(row)[0][3] == "channels_last" and all(r > 0 for r in _rates(row)[1])

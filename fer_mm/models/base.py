@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
+import torch
 from torch import Tensor, nn
 from fer_mm.vocab import MODALITIES, VIDEO
 
@@ -69,3 +72,28 @@ def in_chans_for(modality: str, frames: int) -> int:
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")
     return frames if modality == VIDEO else 1
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@torch.no_grad()
+def precise_batch_norms(module: nn.Module, forward: Callable[[object], object], batches: Iterable) -> None:
+    """Precise BN (Wu & Johnson 2021): the running statistics of ``module``'s batch norms set to the
+    exact average of their batch statistics over ``forward(batch)`` for each batch, with the current
+    weights. Norms kept in evaluation mode in training (a frozen pretrained stage) keep theirs;
+    ``module``'s mode is restored."""
+    was_training = module.training
+    module.train()
+    norms = [m for m in module.modules() if isinstance(m, BATCH_NORMS) and m.training and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the passes below
+    try:
+        for batch in batches:
+            forward(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        module.train(was_training)
