@@ -146,9 +146,11 @@ class EmotionSystem(pl.LightningModule):
         self.balance = check_method(balance)
         self.balance_alpha = DEFAULT_ALPHA.get(balance, 0.0) if balance_alpha is None else float(balance_alpha)
         if (aux_weight or balance != "none") and not self.fused:
-            raise ValueError(f"model.aux_weight={aux_weight} and model.balance={balance!r} act on a fused model's two "
-                             f"branches, and {type(self.net).__name__} with modalities {list(self.net.modalities)} is "
-                             f"not one: use ar5, late_fusion or cross_attention with modalities [video, audio]")
+            keys = " and ".join(k for k, on in ((f"model.aux_weight={aux_weight}", aux_weight),
+                                                (f"model.balance={balance!r}", balance != "none")) if on)
+            raise ValueError(f"{keys} act on a fused model's two branches, and {type(self.net).__name__} with "
+                             f"modalities {list(self.net.modalities)} is not one: use ar5, late_fusion or "
+                             f"cross_attention with modalities [video, audio]")
         if aux_weight:
             self.fusion.add_aux_heads(self.num_classes)
 
