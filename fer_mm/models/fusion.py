@@ -53,6 +53,13 @@ def _check_modalities(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
     return modalities
 
 
+def _branches(frames: int, video_branch: str, audio_branch: str, video_args: Mapping | None,
+              audio_args: Mapping | None) -> nn.ModuleDict:
+    """A video and an audio branch, each a registered model built without its classifier."""
+    return nn.ModuleDict({m: get_model(name, frames=frames, num_classes=0, modality=m, **dict(args or {}))
+                          for m, name, args in ((VIDEO, video_branch, video_args), (AUDIO, audio_branch, audio_args))})
+
+
 class FusionModel(EmotionModel):
     """A model with one branch per modality and a fusion over their outputs.
 
@@ -211,9 +218,7 @@ class LateFusion(FusionModel):
         if num_classes < 1:
             raise ValueError("late_fusion combines the branches' logits: it needs model.net.num_classes > 0")
         self.modalities = _check_modalities("late_fusion", modalities)
-        args = {VIDEO: dict(video_args or {}), AUDIO: dict(audio_args or {})}
-        self.branches = nn.ModuleDict({m: get_model(name, frames=frames, num_classes=0, modality=m, **args[m])
-                                       for m, name in ((VIDEO, video_branch), (AUDIO, audio_branch))})
+        self.branches = _branches(frames, video_branch, audio_branch, video_args, audio_args)
         self.classifiers = nn.ModuleDict({m: make_head(b.num_features, num_classes, dropout)
                                           for m, b in self.branches.items()})
         self.weights = nn.Parameter(torch.zeros(len(self.branches), num_classes))
@@ -264,9 +269,7 @@ class CrossAttentionFusion(FusionModel):
                  video_args: Mapping | None = None, audio_args: Mapping | None = None):
         super().__init__()
         self.modalities = _check_modalities("cross_attention", modalities)
-        args = {VIDEO: dict(video_args or {}), AUDIO: dict(audio_args or {})}
-        self.branches = nn.ModuleDict({m: get_model(name, frames=frames, num_classes=0, modality=m, **args[m])
-                                       for m, name in ((VIDEO, video_branch), (AUDIO, audio_branch))})
+        self.branches = _branches(frames, video_branch, audio_branch, video_args, audio_args)
         self.project = nn.ModuleDict({m: nn.Linear(b.num_features, dim) for m, b in self.branches.items()})
         self.modality_embed = nn.Parameter(torch.zeros(len(self.branches), dim))
         nn.init.normal_(self.modality_embed, std=0.02)

@@ -149,11 +149,11 @@ def _branch_summary(exp: Experiment, folds: list[int], num_classes: int) -> dict
     if not kept:
         return {}
     pooled = pd.concat([exp.predictions[f] for f in kept], ignore_index=True)
+    fused_acc = prediction_scores(pooled, num_classes)["acc"]
     out = {}
     for modality, scores in branch_accuracies(pooled, num_classes).items():
         ceiling = twin_ceiling(pooled, exp.twin, [modality]) if exp.twin else {}
-        out[modality] = dict(scores, folds=len(kept), ceiling=ceiling.get("expected"),
-                             fused_acc=prediction_scores(pooled, num_classes)["acc"])
+        out[modality] = dict(scores, folds=len(kept), ceiling=ceiling.get("expected"), fused_acc=fused_acc)
     return out
 
 
